@@ -1,0 +1,3 @@
+from loaderdoctor.cli import main
+
+main()

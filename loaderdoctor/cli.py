@@ -1,0 +1,151 @@
+"""Commands. Declarations only: each command calls one core function; LoaderDoctorError is
+turned into its exit code here and nowhere else."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from loaderdoctor.errors import EXIT_INTERRUPTED, EXIT_USAGE, LoaderDoctorError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Diagnose PyTorch DataLoader stalls, hangs and throughput.")
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+_EXTRA = {"allow_extra_args": True, "ignore_unknown_options": False}
+
+
+def _fail(exc: LoaderDoctorError) -> None:
+    err.print(f"[bold red]loaderdoctor:[/] {escape(exc.message)}")
+    raise typer.Exit(exc.exit_code)
+
+
+def _sigterm_as_interrupt() -> None:
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@app.command(context_settings=_EXTRA)
+def probe(
+    ctx: typer.Context,
+    target: Optional[str] = typer.Argument(None, help="A .py training script; none runs the bundled demo."),
+    out_dir: str = typer.Option("loaderdoctor-report", "--out", help="Run directory for the reports."),
+    timeout: float = typer.Option(60.0, "--timeout", min=0.5, help="No progress for this many seconds = hang."),
+    first_batch_timeout: Optional[float] = typer.Option(None, "--first-batch-timeout", min=0.5,
+                                                        help="Allowance for a first batch (default 2 x timeout)."),
+    budget: float = typer.Option(600.0, "--budget", min=1, help="Bound on the whole probe, in seconds."),
+    steps: int = typer.Option(50, "--steps", min=1, help="Measured training steps per stage (after warm-up)."),
+    warmup: int = typer.Option(3, "--warmup", min=0, help="Batches left out of the statistics after the first."),
+    stages: Optional[str] = typer.Option(None, "--stages", help="Comma-separated stages to run."),
+    max_workers: Optional[int] = typer.Option(None, "--max-workers", min=0, help="Upper bound for the sweep."),
+    stack_method: str = typer.Option("auto", "--stack-method", help="auto, py-spy or faulthandler."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final lines."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show events and the derivation."),
+) -> None:
+    """Run the staged probes on TARGET and write the report."""
+    from loaderdoctor import probe as core
+    from loaderdoctor import target as target_mod
+    from loaderdoctor.render import console as console_view
+
+    _sigterm_as_interrupt()
+    try:
+        if stack_method not in ("auto", "py-spy", "faulthandler"):
+            raise LoaderDoctorError(f"--stack-method must be auto, py-spy or faulthandler, not {stack_method!r}.")
+        tgt = target_mod.resolve(target, list(ctx.args))
+        opts = core.ProbeOptions(out=out_dir, timeout=timeout, first_batch_timeout=first_batch_timeout,
+                                 budget=budget, steps=steps, warmup=warmup, max_workers=max_workers,
+                                 stack_method=stack_method)
+        if stages:
+            opts.stages = [s.strip() for s in stages.split(",") if s.strip()]
+        view = console_view.ProbeView(out, quiet=quiet, verbose=verbose)
+        view.start(tgt)
+        written = core.probe(tgt, opts, on_stage=view.on_stage, on_event=view.on_event if verbose else None)
+        view.summary(written["report"], written["paths"])
+    except LoaderDoctorError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        err.print("[bold red]loaderdoctor:[/] interrupted before any stage ran; nothing was measured.")
+        raise typer.Exit(EXIT_INTERRUPTED)
+
+
+@app.command(context_settings=_EXTRA)
+def check(
+    ctx: typer.Context,
+    target: str = typer.Argument(..., help="The training script to gate."),
+    timeout: float = typer.Option(..., "--timeout", min=0.5, help="No progress for this many seconds = hang."),
+    steps: int = typer.Option(20, "--steps", min=1, help="Training steps that must run."),
+    first_batch_timeout: Optional[float] = typer.Option(None, "--first-batch-timeout", min=0.5),
+    junit_xml: Optional[str] = typer.Option(None, "--junit-xml", help="Write a JUnit XML report here."),
+    out_dir: str = typer.Option("loaderdoctor-check", "--out", help="Where stacks and logs are kept."),
+    stack_method: str = typer.Option("auto", "--stack-method", help="auto, py-spy or faulthandler."),
+) -> None:
+    """CI gate: run the real training loop for N steps under the watchdog."""
+    from loaderdoctor import check as core
+    from loaderdoctor import target as target_mod
+
+    _sigterm_as_interrupt()
+    try:
+        tgt = target_mod.resolve(target, list(ctx.args))
+        result = core.check(tgt, timeout=timeout, steps=steps, first_batch_timeout=first_batch_timeout,
+                            out_dir=out_dir, stack_method=stack_method)
+    except LoaderDoctorError as exc:
+        _fail(exc)
+    text = core.format_result(result)
+    (out if result["exit_code"] == 0 else err).print(escape(text), soft_wrap=True)
+    if junit_xml:
+        core.write_junit(result, junit_xml)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        core.append_step_summary(result, summary)
+    raise typer.Exit(result["exit_code"])
+
+
+@app.command()
+def report(
+    report_json: str = typer.Argument(..., help="A report.json written by `loaderdoctor probe`."),
+    fmt: str = typer.Option("html", "--format", help="html or md."),
+    out_path: Optional[str] = typer.Option(None, "--out", help="Output file (default: beside the JSON)."),
+) -> None:
+    """Re-render a report from its JSON, without re-running anything."""
+    import json
+
+    from loaderdoctor.render import get as get_renderer
+
+    try:
+        if fmt not in ("html", "md"):
+            raise LoaderDoctorError(f"--format must be html or md, not {fmt!r}.")
+        try:
+            with open(report_json, encoding="utf-8") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            raise LoaderDoctorError(f"{report_json}: no such file.") from None
+        except (OSError, ValueError) as exc:
+            raise LoaderDoctorError(f"{report_json} is not a readable report.json ({exc}).") from None
+        if not isinstance(data, dict) or data.get("schema_version") != 1:
+            raise LoaderDoctorError(f"{report_json} is not a loaderdoctor report.json (schema_version 1).")
+        path = out_path or os.path.join(os.path.dirname(os.path.abspath(report_json)), f"report.{fmt}")
+        with open(path, "w", encoding="utf-8") as f:
+            get_renderer(fmt)(data, f)
+    except LoaderDoctorError as exc:
+        _fail(exc)
+    out.print(f"Wrote {escape(path)}")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""report.md: the same story as the HTML, readable on GitHub."""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from loaderdoctor.render.text import VERDICT_TEXT, dist, frame_line, ms, num, pct
+
+
+def _cell(x) -> str:
+    s = "" if x is None else str(x)
+    return s.replace("|", "\\|").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _table(out: TextIO, headers: list[str], rows: list[list]) -> None:
+    out.write("| " + " | ".join(headers) + " |\n")
+    out.write("|" + "---|" * len(headers) + "\n")
+    for row in rows:
+        out.write("| " + " | ".join(_cell(c) for c in row) + " |\n")
+    out.write("\n")
+
+
+def _fence(text: str) -> str:
+    return "```\n" + text.replace("```", "`\u200b``") + "\n```\n"
+
+
+def render(r: dict, out: TextIO) -> None:
+    t = r.get("target") or {}
+    out.write(f"# loaderdoctor report: `{_cell(t.get('path'))}`\n\n")
+    v = r.get("verdict")
+    out.write(f"**Verdict: {v}**: {VERDICT_TEXT.get(v, '')}.\n\n")
+    if r.get("interrupted"):
+        out.write("> Interrupted by the user: this is a partial report of what was measured until then.\n\n")
+
+    out.write("## Findings\n\n")
+    if not r.get("findings"):
+        out.write("No finding: nothing measured in this run crossed a threshold.\n\n")
+    for f in r.get("findings") or []:
+        out.write(f"### [{f['severity']}] {_cell(f['title'])} (`{f['id']}`)\n\n")
+        out.write(f"**Evidence.** {_cell(f['evidence'])}\n\n**Fix.** {_cell(f['fix'])}\n\n")
+
+    rec = r.get("recommendation") or {}
+    if rec:
+        out.write("## Recommendation\n\n")
+        _table(out, ["setting", "value"], [[k, rec.get(k)] for k in
+               ("num_workers", "pin_memory", "persistent_workers", "prefetch_factor", "multiprocessing_context")])
+        sp = rec.get("measured_speedup")
+        out.write(f"Measured speedup: {'%.2fx' % sp if sp is not None else 'not measured'} ({_cell(rec.get('basis'))}).\n\n")
+
+    b = r.get("baseline") or {}
+    out.write("## Baseline: the real training run\n\n")
+    if b.get("steps"):
+        _table(out, ["steps", "samples/s", "data wait share", "step median", "step p90", "wait median",
+                     "wait p90", "compute median", "first batch"],
+               [[b["steps"], num(b.get("samples_per_s")), pct(b.get("data_wait_fraction")),
+                 dist(b.get("step_s"), "median"), dist(b.get("step_s"), "p90"), dist(b.get("wait_s"), "median"),
+                 dist(b.get("wait_s"), "p90"), dist(b.get("compute_s"), "median"), ms(b.get("first_batch_s"))]])
+    else:
+        out.write(f"Not measured: {_cell(b.get('unmeasured_reason'))}\n\n")
+
+    if r.get("loaders"):
+        out.write("## DataLoaders\n\n")
+        _table(out, ["#", "role", "site", "dataset", "len", "batch", "workers", "start", "pin", "persistent",
+                     "prefetch"],
+               [[l.get("index"), l.get("role"), l.get("site"), l.get("dataset"), l.get("dataset_len"),
+                 l.get("batch_size"), l.get("num_workers"), l.get("start_method"), l.get("pin_memory"),
+                 l.get("persistent_workers"), l.get("prefetch_factor")] for l in r["loaders"]])
+
+    out.write("## Stages\n\n")
+    _table(out, ["stage", "status", "seconds", "detail"],
+           [[s["name"], s["status"], num(s.get("seconds")), s.get("detail")] for s in r.get("stages") or []])
+
+    for h in r.get("hangs") or []:
+        out.write(f"## Hang in stage `{_cell(h.get('stage'))}`\n\n")
+        c = h.get("culprit")
+        out.write(f"Culprit: {_cell(frame_line(c)) if c else 'not found'}"
+                  f"{' in the ' + c['role'] + ' process (pid ' + str(c.get('pid')) + ')' if c else ''}. "
+                  f"Stacks by {h.get('method')}, captured in {h.get('capture_s')} s.\n\n")
+        for p in h.get("processes") or []:
+            out.write(f"<details><summary>{_cell(p['role'])} pid {p['pid']}</summary>\n\n")
+            out.write(_fence("\n".join(frame_line(f) for f in p.get("frames") or []) or "(no Python frames)"))
+            out.write("\n</details>\n\n")
+
+    for c in r.get("crashes") or []:
+        out.write(f"## Crash in stage `{_cell(c.get('stage'))}`\n\n")
+        _table(out, ["role", "pid", "signal", "exit code", "exception", "culprit"],
+               [[c.get("role"), c.get("pid"), c.get("signal"), c.get("exit_code"), c.get("exception_type"),
+                 frame_line(c["culprit"]) if c.get("culprit") else None]])
+        out.write(_fence(c.get("worker_traceback") or c.get("message") or ""))
+        out.write("\n")
+
+    env = r.get("environment") or {}
+    out.write("## Environment\n\n")
+    _table(out, ["key", "value"], [[k, env.get(k)] for k in
+           ("python", "torch", "platform", "cpu_count_effective", "cpu_affinity", "cpu_quota", "start_method_default",
+            "shm_bytes_total", "memory_total_bytes", "open_files_limit", "gpu_status")])
+
+    out.write("## How these numbers were measured\n\n")
+    out.write("Each stage ran the target in a child process of its own. A hook on the DataLoader iterator's "
+              "`__next__` timed the wait for each batch; compute is the time from a batch being handed over to "
+              "the next request (after `torch.cuda.synchronize()` when CUDA is in use). The first batch of each "
+              f"iterator (worker start-up) and the first {r.get('options', {}).get('warmup', 3)} batches are "
+              "excluded from the step statistics. A stage with no event for `--timeout` seconds is a hang.\n")

@@ -1,0 +1,32 @@
+"""Small wording helpers shared by the renderers (no measuring, no I/O)."""
+
+from __future__ import annotations
+
+VERDICT_TEXT = {
+    "data-bound": "the training step waits on the data loader for a large share of its time",
+    "compute-bound": "the data loader keeps up; the model step is what takes the time",
+    "balanced": "data wait is noticeable but not dominant",
+    "hang": "a stage stopped making progress; the stacks show where",
+    "crash": "a worker or the script failed; the culprit is below",
+    "inconclusive": "the measurements do not decide; see what was measured below",
+}
+
+
+def ms(x) -> str:
+    return "n/a" if x is None else f"{1000 * x:.1f} ms"
+
+
+def pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def num(x, digits: int = 1) -> str:
+    return "n/a" if x is None else f"{x:,.{digits}f}"
+
+
+def dist(d: dict | None, key: str) -> str:
+    return "n/a" if not d else ms(d.get(key))
+
+
+def frame_line(f: dict) -> str:
+    return f"{f.get('function')} ({f.get('file')}:{f.get('line')})"

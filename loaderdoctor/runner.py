@@ -1,0 +1,130 @@
+"""The runner child: `python -m loaderdoctor.runner SPEC.json`.
+
+Runs the user's target exactly as `python train.py ARGS` would (__name__ == "__main__",
+__file__, sys.argv, sys.path[0]; spawn/forkserver workers re-import it as __mp_main__),
+with the hooks installed, and streams events to the parent on the fd named in
+LOADERDOCTOR_EVENT_FD. It never writes a report: only the parent does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+
+
+class Emitter:
+    def __init__(self, fd: int | None):
+        self.fd = fd
+
+    def __call__(self, line: str) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.write(self.fd, (line + "\n").encode("utf-8", "replace"))
+        except OSError:
+            self.fd = None  # the parent is gone; keep the script running undisturbed
+
+    def json(self, obj: dict) -> None:
+        self(json.dumps(obj, default=str))
+
+
+def exception_record(exc: BaseException) -> dict:
+    frames = []
+    for fs in reversed(traceback.extract_tb(exc.__traceback__)):  # innermost first
+        frames.append({"function": fs.name, "file": fs.filename, "line": fs.lineno})
+    return {
+        "type": type(exc).__name__,
+        "module": type(exc).__module__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        "frames": frames,
+    }
+
+
+def _cuda_sync():
+    """Synchronise before reading the clock when CUDA is in use, so GPU time counts as
+    compute, not data wait. None when there is no CUDA (nothing to wait for)."""
+    import torch
+
+    try:
+        if not torch.cuda.is_available():
+            return None
+    except Exception:
+        return None
+
+    def sync() -> None:
+        if torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+
+    return sync
+
+
+def run(spec: dict, emit: Emitter) -> int:
+    from loaderdoctor import hooks
+
+    stack_dir = spec.get("stack_dir")
+    if stack_dir:
+        hooks.enable_stack_file(stack_dir, "main")
+    t = time.perf_counter()
+    import torch
+    import multiprocessing
+
+    emit.json({
+        "e": "hello", "pid": os.getpid(), "python": platform.python_version(),
+        "torch": torch.__version__, "torch_import_s": round(time.perf_counter() - t, 3),
+        "start_method_default": multiprocessing.get_start_method(allow_none=True)
+        or multiprocessing.get_context().get_start_method(),
+        "cuda_available": bool(torch.cuda.is_available()),
+    })
+    rec = hooks.Recorder(
+        emit, steps=int(spec.get("steps", 50)), warmup=int(spec.get("warmup", 3)),
+        max_seconds=spec.get("max_seconds"), overrides=spec.get("overrides") or {},
+        override_site=spec.get("override_site"), stack_dir=stack_dir, sync=_cuda_sync(),
+    )
+    hooks.install(rec)
+
+    path = spec["target"]
+    sys.argv = [path, *spec.get("argv", [])]
+    sys.path[0] = os.path.dirname(os.path.abspath(path))
+    import runpy
+
+    how, code, exc_rec = "finished", 0, None
+    try:
+        runpy.run_path(path, run_name="__main__")
+    except hooks.StopProbe:
+        how = "stopped"
+    except SystemExit as exc:
+        how = "sysexit"
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+    except BaseException as exc:  # the script's own failure: recorded, not ours to raise
+        how, code, exc_rec = "exception", 1, exception_record(exc)
+        traceback.print_exc()
+    emit.json({"e": "exit", "how": how, "code": code, "exc": exc_rec})
+    return code
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    with open(argv[0]) as f:
+        spec = json.load(f)
+    fd = os.environ.get("LOADERDOCTOR_EVENT_FD")
+    emit = Emitter(int(fd) if fd else None)
+    code = run(spec, emit)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    # Leave without interpreter teardown: joining the script's workers or threads could
+    # hang; the parent ends whatever of the run is left.
+    os._exit(code if 0 <= code < 256 else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""The raw record of one probe run, and its JSON form (session.json in the run directory).
+
+Raw means: the stages' events and outcomes as they were observed, before any analysis.
+report.build_report() derives report.json from it; a saved session re-builds the report
+without re-running anything.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+
+from loaderdoctor import __version__
+
+SESSION_VERSION = 1
+
+
+@dataclass
+class Session:
+    target: dict  # {path, kind, argv}
+    options: dict
+    environment: dict
+    stages: list[dict] = field(default_factory=list)  # StageResult.to_dict() each
+    skipped: list[dict] = field(default_factory=list)  # [{name, reason}]
+    started: float = field(default_factory=time.time)
+    ended: float | None = None
+    interrupted: bool = False
+    samples: dict | None = None  # sampler summary, when sampling ran
+    tool: dict = field(default_factory=lambda: {"name": "loaderdoctor", "version": __version__})
+    version: int = SESSION_VERSION
+
+    def stage(self, name: str) -> dict | None:
+        return next((s for s in self.stages if s["name"] == name), None)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, default=str)
+
+    @classmethod
+    def load(cls, path: str) -> "Session":
+        with open(path) as f:
+            data = json.load(f)
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
