@@ -23,7 +23,7 @@ _EXTRA = {"allow_extra_args": True, "ignore_unknown_options": False}
 
 
 def _fail(exc: LoaderDoctorError) -> None:
-    err.print(f"[bold red]loaderdoctor:[/] {escape(exc.message)}")
+    err.print(f"[bold red]loaderdoctor:[/] {escape(exc.message)}", soft_wrap=True)
     raise typer.Exit(exc.exit_code)
 
 
@@ -73,7 +73,8 @@ def probe(
     except LoaderDoctorError as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        err.print("[bold red]loaderdoctor:[/] interrupted before any stage ran; nothing was measured.")
+        err.print("[bold red]loaderdoctor:[/] interrupted before any stage ran; nothing was measured.",
+                  soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED)
 
 

@@ -88,16 +88,21 @@ def count_samples(batch: Any, default: int = 1) -> int:
     return default
 
 
-def call_site(depth: int = 2) -> str:
-    """file:line of the innermost user frame that constructed the loader."""
+def call_site(depth: int = 2, chain: int = 3) -> str:
+    """Where a loader was constructed: the innermost user frames, innermost first, e.g.
+    "train.py:9 < train.py:31". The chain tells apart train and validation loaders that
+    one helper function builds."""
     f = sys._getframe(depth)
+    found: list[str] = []
     outermost = None
-    while f is not None:
+    while f is not None and len(found) < chain:
         fn = f.f_code.co_filename
         if is_user_file(fn):
-            return f"{short_path(fn)}:{f.f_lineno}"
+            found.append(f"{short_path(fn)}:{f.f_lineno}")
         outermost = f
         f = f.f_back
+    if found:
+        return " < ".join(found)
     if outermost is not None:
         return f"{short_path(outermost.f_code.co_filename)}:{outermost.f_lineno}"
     return "?"
@@ -331,6 +336,7 @@ def install(rec: Recorder) -> None:
             except TypeError:
                 bound = None
             if bound is not None:
+                bound.apply_defaults()  # so "before" shows the effective values
                 overridden = rec.before_init(site, bound.arguments)
                 if overridden is not None:
                     args, kwargs = bound.args[1:], bound.kwargs

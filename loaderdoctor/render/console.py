@@ -13,6 +13,7 @@ from loaderdoctor.render.text import VERDICT_TEXT, ms, pct
 class ProbeView:
     def __init__(self, console: Console, quiet: bool = False, verbose: bool = False):
         self.c = console
+        self.c.soft_wrap = True
         self.quiet = quiet
         self.verbose = verbose
 

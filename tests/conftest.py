@@ -1,0 +1,52 @@
+import os
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCRIPTS = os.path.join(HERE, "scripts")
+CLI_TIMEOUT = 240  # every wait in a test is bounded
+
+
+def script(name: str) -> str:
+    return os.path.join(SCRIPTS, name)
+
+
+def run_processes_left() -> list[psutil.Process]:
+    """Processes that belong to a loaderdoctor run (they carry LOADERDOCTOR_RUN)."""
+    left = []
+    for p in psutil.process_iter(["pid"]):
+        if p.pid == os.getpid():
+            continue
+        try:
+            if "LOADERDOCTOR_RUN" in p.environ():
+                left.append(p)
+        except psutil.Error:
+            continue
+    return left
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind():
+    yield
+    deadline = time.monotonic() + 10
+    left = run_processes_left()
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = run_processes_left()
+    for p in left:  # clean up so one failure does not cascade, then fail
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    assert not left, f"processes of a run survived the test: {[(p.pid, p.cmdline()) for p in left]}"
+
+
+def run_cli(*args, timeout: float = CLI_TIMEOUT, env: dict | None = None, cwd: str | None = None):
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "loaderdoctor", *args], capture_output=True, text=True,
+                          timeout=timeout, env=full_env, cwd=cwd)

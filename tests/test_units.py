@@ -1,0 +1,126 @@
+"""Pure pieces, exactly: timing with a fake clock, step statistics, verdicts, parsing."""
+import pytest
+import torch
+
+from loaderdoctor import diagnose, metrics
+from loaderdoctor.hooks import Recorder, StopProbe, count_samples
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+    def advance(self, s):
+        self.t += s
+
+
+class FakeIter:
+    pass
+
+
+def _drive(rec, clock, it, batches, wait, compute):
+    """Simulate the hooked __next__: wait, batch arrives, compute, next request."""
+    for _ in range(batches):
+        t0 = clock()
+        st = rec.before_next(it, t0)
+        clock.advance(wait)
+        rec.on_batch(st, t0, clock(), torch.zeros(4, 2))
+        clock.advance(compute)
+
+
+def test_recorder_timings_with_fake_clock():
+    lines, clock = [], FakeClock()
+    rec = Recorder(lines.append, steps=1000, warmup=0, clock=clock)
+    it = FakeIter()
+    from loaderdoctor.hooks import _IterState
+
+    it._ld_state = _IterState(0, clock())
+    clock.advance(0.5)  # worker start-up before the first batch
+    _drive(rec, clock, it, batches=5, wait=0.030, compute=0.010)
+    rec.on_exhausted(it._ld_state, clock())
+    import json
+
+    events = [json.loads(x) for x in lines]
+    assert events[0]["s"] == pytest.approx(0.530)  # start-up counts from iter() to the first batch
+    steps = metrics.steps_by_loader(events)[0].steps
+    assert [s.wait for s in steps] == pytest.approx([0.03] * 5)
+    assert [s.compute for s in steps] == pytest.approx([0.01] * 5)
+    summary = metrics.step_summary(metrics.steps_by_loader(events)[0], warmup=0)
+    assert summary["steps"] == 4  # the first batch is start-up, not a step
+    assert summary["data_wait_fraction"] == pytest.approx(0.75)
+    assert summary["samples_per_s"] == pytest.approx(4 / 0.04)
+
+
+def test_recorder_stops_after_steps_with_a_base_exception():
+    lines, clock = [], FakeClock()
+    rec = Recorder(lines.append, steps=3, warmup=1, clock=clock)
+    it = FakeIter()
+    with pytest.raises(StopProbe):
+        _drive(rec, clock, it, batches=100, wait=0.01, compute=0.01)
+    assert not issubclass(StopProbe, Exception)
+    import json
+
+    events = [json.loads(x) for x in lines]
+    assert sum(1 for e in events if e["e"] == "b") == 1 + 1 + 3  # first + warm-up + measured
+    assert events[-1] == {"e": "stop", "why": "steps"}
+    assert events[-2]["e"] == "end" and events[-2]["c"] == pytest.approx(0.01)
+
+
+def test_recorder_time_bound():
+    lines, clock = [], FakeClock()
+    rec = Recorder(lines.append, steps=10**6, warmup=0, max_seconds=1.0, clock=clock)
+    with pytest.raises(StopProbe):
+        _drive(rec, clock, FakeIter(), batches=1000, wait=0.05, compute=0.05)
+    assert lines[-1] == '{"e":"stop","why":"time"}'
+
+
+@pytest.mark.parametrize("batch,n", [
+    ([[1, 2]], 1),
+    ((__import__("torch").zeros(7, 3), __import__("torch").zeros(7)), 7),
+    ({"image": __import__("torch").zeros(5, 2)}, 5),
+    ([], 1),
+    ("text", 1),
+])
+def test_count_samples(batch, n):
+    assert count_samples(batch) == n
+
+
+def test_measured_steps_leave_out_first_batches_and_warmup():
+    ev = [{"e": "it", "l": 0}, {"e": "b", "l": 0, "i": 0, "w": 1.0, "c": None, "n": 2, "s": 1.0}]
+    for i in range(1, 6):
+        ev.append({"e": "b", "l": 0, "i": i, "w": 0.1 * i, "c": 0.5, "n": 2})
+    ev.append({"e": "end", "l": 0, "c": 0.5, "why": "epoch"})
+    ls = metrics.steps_by_loader(ev)[0]
+    kept = metrics.measured_steps(ls, warmup=2)
+    assert [round(s.wait, 3) for s in kept] == [0.3, 0.4, 0.5]
+    assert all(s.compute == 0.5 for s in kept)
+
+
+def _report(frac, steps=50, **extra):
+    r = {"baseline": {"steps": steps, "data_wait_fraction": frac, "wait_s": {"median": 0.02},
+                      "compute_s": {"median": 0.01}, "samples_per_s": 100.0},
+         "loaders": [{"role": "train", "num_workers": 0}], "stages": []}
+    r.update(extra)
+    return r
+
+
+@pytest.mark.parametrize("frac,verdict", [(0.2, "data-bound"), (0.9, "data-bound"), (0.19, "balanced"),
+                                          (0.05, "balanced"), (0.049, "compute-bound"), (None, "inconclusive")])
+def test_baseline_verdict_thresholds(frac, verdict):
+    assert diagnose.verdict(_report(frac)) == verdict
+
+
+def test_too_few_steps_is_inconclusive_and_silent():
+    v, findings, _ = diagnose.diagnose(_report(0.9, steps=2))
+    assert v == "inconclusive" and findings == []
+
+
+def test_data_bound_finding_quotes_the_measurement():
+    v, findings, rec = diagnose.diagnose(_report(0.62))
+    (f,) = findings
+    assert f["id"] == "data-bound" and "62%" in f["evidence"] and "50 measured steps" in f["evidence"]
+    assert "num_workers" in f["fix"] and "(now 0)" in f["fix"]
+    assert rec["measured_speedup"] is None  # nothing confirmed: no number is made up
