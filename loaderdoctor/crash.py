@@ -68,14 +68,24 @@ def parse_worker_traceback(message: str) -> tuple[list[dict], str | None, str | 
     return frames, exc_type, exc_msg
 
 
+def _signal_name(code: int | None) -> str | None:
+    if code is None or code >= 0:
+        return None
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
 def classify(stage: str, exc: dict | None, returncode: int | None, fatal_dumps: list[dict],
-             oom_kills: int = 0) -> dict | None:
+             oom_kills: int = 0, worker_exits: dict | None = None) -> dict | None:
     """A crash record (CONTRACT.md crashes[]), or None when nothing crashed.
 
     fatal_dumps: [{pid, role, error, frames}] from faulthandler files ("Fatal Python error").
     oom_kills: increase of the cgroup's oom_kill counter during the stage.
     """
     by_pid = {d["pid"]: d for d in fatal_dumps}
+    exits = {int(k): v for k, v in (worker_exits or {}).items()}
     if exc is None:
         if returncode is not None and returncode < 0:
             try:
@@ -120,10 +130,29 @@ def classify(stage: str, exc: dict | None, returncode: int | None, fatal_dumps: 
     m = _EXITED.search(message)
     if m:
         pids = [int(p) for p in m.group(1).replace(" ", "").split(",") if p]
+        pid = pids[0] if pids else None
         dump = next((by_pid[p] for p in pids if p in by_pid), None)
         frames = dump["frames"] if dump else []
-        rec.update(role="worker", pid=pids[0] if pids else None, exception_type=None, message=m.group(0),
-                   frames=frames, culprit=culprit_from_frames(frames, "worker", pids[0] if pids else None))
+        code = exits.get(pid) if pid is not None else None
+        sig = _signal_name(code)
+        rec.update(role="worker", pid=pid, exception_type=None, message=m.group(0), frames=frames,
+                   signal=sig, exit_code=code if sig is None else None,
+                   culprit=culprit_from_frames(frames, "worker", pid))
+        rec["oom"] = sig == "SIGKILL" and oom_kills > 0
+        rec["shm"] = sig == "SIGBUS" or rec["shm"]
+        return rec
+    dead = [(pid, code) for pid, code in exits.items() if code is not None and code < 0]
+    if dead:  # the loader failed with another error (e.g. a reset pipe) while a worker died by a signal
+        pid, code = dead[0]
+        sig = _signal_name(code)
+        dump = by_pid.get(pid)
+        frames = dump["frames"] if dump else []
+        rec.update(role="worker", pid=pid, signal=sig, exception_type=None, frames=frames,
+                   message=f"DataLoader worker (pid {pid}) was killed by {sig}; the main process then saw "
+                           f"{exc.get('type')}: {message}",
+                   culprit=culprit_from_frames(frames, "worker", pid))
+        rec["oom"] = sig == "SIGKILL" and oom_kills > 0
+        rec["shm"] = sig == "SIGBUS" or rec["shm"]
         return rec
     rec["culprit"] = culprit_from_frames(rec["frames"], "main", None)
     return rec

@@ -57,6 +57,10 @@ def enable_stack_file(stack_dir: str, role: str) -> str | None:
     try:
         path = os.path.join(stack_dir, f"{role}-{os.getpid()}.txt")
         f = open(path, "a", buffering=1)
+        # A forked worker inherits the parent's faulthandler, and torch then installs its
+        # own SIGSEGV/SIGBUS handlers over it; enable() alone would keep torch's. Disable and
+        # enable again so faulthandler dumps first and then chains to torch's handler.
+        faulthandler.disable()
         faulthandler.enable(file=f, all_threads=True)
         if hasattr(faulthandler, "register"):
             faulthandler.register(signal.SIGUSR1, file=f, all_threads=True, chain=False)
@@ -292,6 +296,21 @@ class Recorder:
         st.count += 1
         st.t_last = t1
 
+    def on_error(self, it: Any) -> None:
+        """The iterator failed: record its workers' exit codes (negative = killed by that
+        signal), which torch's "exited unexpectedly" message leaves out."""
+        codes = {}
+        deadline = time.monotonic() + 1.0  # a worker killed a moment ago may not be reapable yet
+        for w in getattr(it, "_workers", None) or []:
+            try:
+                if w.exitcode is None:
+                    w.join(timeout=max(0.0, deadline - time.monotonic()))
+                codes[str(w.pid)] = w.exitcode
+            except Exception:
+                continue
+        if codes:
+            self.emit(json.dumps({"e": "wexit", "codes": codes}))
+
     def on_exhausted(self, st: _IterState | None, t0: float) -> None:
         if st is None or st.t_last is None:
             return
@@ -362,6 +381,9 @@ def install(rec: Recorder) -> None:
             batch = orig_next(self)
         except StopIteration:
             rec.on_exhausted(st, t0)
+            raise
+        except Exception:
+            rec.on_error(self)
             raise
         rec.on_batch(st, t0, clock(), batch)
         return batch

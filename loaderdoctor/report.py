@@ -81,8 +81,12 @@ def build_report(session: Session) -> dict:
             h["threads_at_fork"] = threads_at_fork(st, block["loaders"])
             r["hangs"].append(h)
         if st["status"] == "crash":
+            exits: dict = {}
+            for e in st.get("events", []):
+                if e.get("e") == "wexit":
+                    exits.update(e.get("codes") or {})
             c = crash.classify(st["name"], (st.get("exit") or {}).get("exc"), st.get("returncode"),
-                               st.get("fatal_dumps") or [], st.get("oom_kills") or 0)
+                               st.get("fatal_dumps") or [], st.get("oom_kills") or 0, exits)
             if c:
                 r["crashes"].append(c)
     for sk in session.skipped:

@@ -63,6 +63,17 @@ def _cuda_sync():
     return sync
 
 
+def _quiet_sigchld() -> None:
+    """The script is over: stop torch's SIGCHLD handler from raising again (a second worker
+    ending) while the outcome is recorded. Nothing of the script runs after this."""
+    import signal
+
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    except (ValueError, OSError):
+        pass
+
+
 def run(spec: dict, emit: Emitter) -> int:
     from loaderdoctor import hooks
 
@@ -103,8 +114,14 @@ def run(spec: dict, emit: Emitter) -> int:
         if exc.code is not None and not isinstance(exc.code, int):
             print(exc.code, file=sys.stderr)
     except BaseException as exc:  # the script's own failure: recorded, not ours to raise
-        how, code, exc_rec = "exception", 1, exception_record(exc)
-        traceback.print_exc()
+        _quiet_sigchld()
+        how, code = "exception", 1
+        try:
+            exc_rec = exception_record(exc)
+            traceback.print_exc()
+        except BaseException:  # a late signal while formatting: keep the essentials
+            exc_rec = {"type": type(exc).__name__, "module": type(exc).__module__, "message": str(exc),
+                       "traceback": "", "frames": []}
     emit.json({"e": "exit", "how": how, "code": code, "exc": exc_rec})
     return code
 

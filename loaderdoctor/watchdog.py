@@ -233,6 +233,15 @@ def _main_thread(ps: ProcessStack) -> ThreadStack | None:
     return ps.threads[-1] if ps.threads else None
 
 
+def own_frames(frames: list[dict]) -> list[dict]:
+    """A worker's frames inside its own run: a forked worker's stack also shows the frames
+    the parent had at fork (its <module>, its training loop), which it is not running."""
+    for k, f in enumerate(frames):
+        if (f.get("function") or "").endswith("_bootstrap") and "multiprocessing" in (f.get("file") or ""):
+            return frames[:k]
+    return frames
+
+
 def find_culprit(stacks: list[ProcessStack]) -> dict | None:
     """Where the run is stuck. If the main thread waits inside the DataLoader, blame the
     worker sitting in user code; otherwise the main thread's innermost user frame."""
@@ -247,7 +256,7 @@ def find_culprit(stacks: list[ProcessStack]) -> dict | None:
         if p.role != "worker":
             continue
         for t in p.threads:
-            uf = user_frames(t.frames)
+            uf = user_frames(own_frames(t.frames))
             if uf:
                 return {"role": "worker", "pid": p.pid, **_frame(uf[0])}
     if main_t is not None:

@@ -1,0 +1,138 @@
+"""Real hangs and crashes, bounded in time: `check` exit codes, culprits, stacks, clean-up."""
+
+import json
+import os
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from conftest import run_cli, script
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT = "3"
+FIRST = "5"
+
+
+def check(name, *extra, env=None, out=None):
+    t = time.monotonic()
+    res = run_cli("check", script(name), "--timeout", TIMEOUT, "--first-batch-timeout", FIRST, "--steps", "30",
+                  *(["--out", str(out)] if out else []), *extra, env=env, timeout=120)
+    return res, time.monotonic() - t
+
+
+def test_getitem_blocking_forever_names_the_worker_line(tmp_path):
+    res, took = check("hang_in_getitem.py", out=tmp_path)
+    assert res.returncode == 3, res.stderr
+    assert "HANG" in res.stderr
+    assert "Culprit: Records.__getitem__" in res.stderr and "hang_in_getitem.py:16) in the worker process" in res.stderr
+    assert took < float(FIRST) + float(TIMEOUT) + 15 + 10  # stall + allowance + capture + start-up
+    hang = json.load(open(tmp_path / "stages" / "check" / "stacks" / "hang.json"))
+    roles = sorted(p["role"] for p in hang)
+    assert roles.count("worker") == 2 and "main" in roles
+
+
+def test_lock_held_at_fork_hangs_and_names_the_thread(tmp_path):
+    res = run_cli("probe", script("fork_lock.py"), "--out", str(tmp_path), "--timeout", TIMEOUT,
+                  "--first-batch-timeout", FIRST, "-q", "--", "fork", timeout=120)
+    assert res.returncode == 0, res.stderr
+    r = json.loads((tmp_path / "report.json").read_text())
+    assert r["verdict"] == "hang"
+    (h,) = r["hangs"]
+    assert h["culprit"]["role"] == "worker" and h["culprit"]["line"] == 26
+    assert h["culprit"]["file"].endswith("fork_lock.py")
+    assert "metrics-flusher" in h["threads_at_fork"]
+    finding = next(f for f in r["findings"] if f["id"] == "hang")
+    assert "metrics-flusher" in finding["evidence"] and "spawn" in finding["fix"]
+
+
+def test_same_lock_script_under_spawn_passes(tmp_path):
+    res = run_cli("check", script("fork_lock.py"), "--timeout", "20", "--steps", "20", "--out", str(tmp_path),
+                  "--", "spawn", timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "healthy" in res.stdout
+
+
+def test_null_pointer_in_worker_is_a_sigsegv_with_the_calling_function(tmp_path):
+    res, _ = check("segfault_worker.py", out=tmp_path)
+    assert res.returncode == 4, res.stderr
+    assert "SIGSEGV" in res.stderr
+    assert "Culprit: decode_record" in res.stderr and "segfault_worker.py:10" in res.stderr
+
+
+def test_sigkilled_worker_is_a_crash_with_sigkill(tmp_path):
+    res, _ = check("sigkill_worker.py", out=tmp_path)
+    assert res.returncode == 4, res.stderr
+    assert "SIGKILL" in res.stderr and "worker process failed" in res.stderr
+
+
+def test_step_blocking_in_main_blames_main_not_workers(tmp_path):
+    res, _ = check("hang_in_step.py", out=tmp_path)
+    assert res.returncode == 3, res.stderr
+    assert "Culprit: sync_with_parameter_server" in res.stderr and "in the main process" in res.stderr
+
+
+def test_worker_valueerror_keeps_type_and_message(tmp_path):
+    res = run_cli("probe", script("raise_in_worker.py"), "--out", str(tmp_path), "-q", timeout=120)
+    assert res.returncode == 0, res.stderr
+    r = json.loads((tmp_path / "report.json").read_text())
+    (c,) = r["crashes"]
+    assert c["role"] == "worker" and c["exception_type"] == "ValueError"
+    assert c["message"] == "<script>alert(1)</script>"
+    assert c["culprit"]["function"] == "__getitem__" and c["culprit"]["line"] == 12
+    assert "Original Traceback" in c["worker_traceback"]
+    assert r["verdict"] == "crash" and r["findings"][0]["id"] == "worker-crash"
+
+
+def test_script_error_outside_the_pipeline(tmp_path):
+    res, _ = check("raise_in_script.py", out=tmp_path)
+    assert res.returncode == 4, res.stderr
+    assert "RuntimeError" in res.stderr and "Culprit: log_metrics" in res.stderr
+
+
+def test_healthy_loop_passes_the_gate(tmp_path):
+    res, _ = check("healthy_workers.py", out=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("how", ["option", "path"])
+def test_faulthandler_fallback_still_names_the_line(tmp_path, how):
+    if how == "option":
+        res, _ = check("hang_in_getitem.py", "--stack-method", "faulthandler", out=tmp_path)
+    else:  # no py-spy on PATH at all: auto falls back
+        res, _ = check("hang_in_getitem.py", out=tmp_path, env={"PATH": "/usr/bin:/bin"})
+    assert res.returncode == 3, res.stderr
+    assert "Stacks (faulthandler)" in res.stderr
+    assert "hang_in_getitem.py:16) in the worker process" in res.stderr
+
+
+def test_junit_and_github_step_summary(tmp_path):
+    junit, summary = tmp_path / "junit.xml", tmp_path / "summary.md"
+    summary.write_text("previous content\n")
+    res, _ = check("hang_in_step.py", "--junit-xml", str(junit), out=tmp_path / "o",
+                   env={"GITHUB_STEP_SUMMARY": str(summary)})
+    assert res.returncode == 3
+    suite = ET.parse(junit).getroot()
+    assert suite.get("failures") == "1"
+    failure = suite.find("testcase/failure")
+    assert failure.get("type") == "hang" and "sync_with_parameter_server" in failure.text
+    text = summary.read_text()
+    assert text.startswith("previous content\n") and "HANG" in text and "sync_with_parameter_server" in text
+
+
+def test_check_usage_errors():
+    res = run_cli("check", script("healthy_workers.py"))  # --timeout is required
+    assert res.returncode == 2
+    res = run_cli("check", "/nonexistent/train.py", "--timeout", "5")
+    assert res.returncode == 2 and "no such file" in res.stderr
+
+
+def test_stack_dump_contains_every_process(tmp_path):
+    res, _ = check("hang_in_getitem.py", out=tmp_path)
+    assert res.returncode == 3
+    stacks_dir = tmp_path / "stages" / "check" / "stacks"
+    files = os.listdir(stacks_dir)
+    assert "hang.json" in files
+    # faulthandler files exist for main and both workers (the fallback is armed everywhere)
+    assert sum(f.startswith("worker-") for f in files) == 2 and sum(f.startswith("main-") for f in files) == 1
