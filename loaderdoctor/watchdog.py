@@ -49,11 +49,34 @@ def run_processes(root_pid: int, run_id: str | None) -> list[psutil.Process]:
     return list(procs.values())
 
 
-def end_run(root_pid: int, run_id: str | None, timeout: float = 5.0) -> list[int]:
-    """SIGKILL every process of the run and reap it. Returns the pids that survived
-    (should be none)."""
+def _is_resource_tracker(p: psutil.Process) -> bool:
     try:
-        os.killpg(root_pid, signal.SIGKILL)  # the runner leads its own session/group
+        return any("resource_tracker" in part for part in p.cmdline())
+    except psutil.Error:
+        return False
+
+
+def end_run(root_pid: int, run_id: str | None, timeout: float = 5.0) -> list[int]:
+    """End every process of the run and reap it. Returns the pids that survived (should be
+    none). multiprocessing's resource tracker is left for last: once every other process is
+    gone it unlinks the semaphores and shared memory the run registered (spawn/forkserver),
+    which a SIGKILL of the whole group would leave behind in /dev/shm."""
+    trackers: list[psutil.Process] = []
+    for _ in range(2):  # a second pass catches a process born during the first
+        procs = run_processes(root_pid, run_id)
+        others = []
+        for p in procs:
+            (trackers if _is_resource_tracker(p) else others).append(p)
+        for p in others:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(others, timeout=timeout)
+    if trackers:
+        psutil.wait_procs(list({t.pid: t for t in trackers}.values()), timeout=timeout)
+    try:
+        os.killpg(root_pid, signal.SIGKILL)  # the runner led its own session/group: sweep it
     except (ProcessLookupError, PermissionError):
         pass
     procs = run_processes(root_pid, run_id)

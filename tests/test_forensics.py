@@ -136,3 +136,11 @@ def test_stack_dump_contains_every_process(tmp_path):
     assert "hang.json" in files
     # faulthandler files exist for main and both workers (the fallback is armed everywhere)
     assert sum(f.startswith("worker-") for f in files) == 2 and sum(f.startswith("main-") for f in files) == 1
+
+
+def test_spawn_hang_leaves_no_shared_memory_behind(tmp_path):
+    before = set(os.listdir("/dev/shm"))
+    res, _ = check("spawn_hang.py", out=tmp_path)
+    assert res.returncode == 3, res.stderr
+    left = set(os.listdir("/dev/shm")) - before
+    assert not left, f"left in /dev/shm: {sorted(left)}"
