@@ -18,6 +18,18 @@ THRESHOLDS = {
     "compute_bound_fraction": 0.05,
     # fewer measured steps than this and the baseline verdict is inconclusive
     "min_steps": 5,
+    # the sweep: a configuration must beat the current one by this much (loader-only rate)
+    "workers_gain": 0.10,
+    # fewer workers that reach at least this share of the current rate are "as fast"
+    "workers_as_fast": 0.95,
+    # one transform's share of per-sample time that makes it dominant
+    "slow_transform_share": 0.50,
+    # collate's share of the workers' fetch time (samples + collate)
+    "slow_collate_share": 0.30,
+    # iterator start-up's share of the training loop's time (per epoch or per loader)
+    "worker_startup_share": 0.20,
+    # a confirm run must be at least this much faster for the change to be recommended
+    "confirm_min_speedup": 1.05,
 }
 
 
@@ -145,7 +157,114 @@ def rule_data_or_compute_bound(r: dict) -> list[Finding]:
     return []
 
 
-RULES: list[Rule] = [rule_hang, rule_crashes, rule_data_or_compute_bound]
+def _code(settings: dict) -> str:
+    return "DataLoader(..., " + ", ".join(f"{k}={v!r}" for k, v in settings.items()) + ")"
+
+
+def _confirm_text(r: dict) -> str:
+    c = r.get("confirm") or {}
+    if c.get("speedup") is not None:
+        return (f" Confirmed on the real training script with {_code(c['settings'])}: "
+                f"{c['baseline_samples_per_s']} -> {c['confirm_samples_per_s']} samples/s "
+                f"({c['speedup']:.2f}x).")
+    if c:
+        return f" The confirm run did not complete ({c.get('status')}), so no speedup is claimed."
+    return ""
+
+
+def _sweep_rate(r: dict, n: int | None) -> float | None:
+    return next((row["samples_per_s"] for row in r.get("workers_sweep") or [] if row["num_workers"] == n), None)
+
+
+def _confirmed_faster(r: dict) -> bool | None:
+    c = r.get("confirm") or {}
+    if c.get("speedup") is None:
+        return None
+    return c["speedup"] >= THRESHOLDS["confirm_min_speedup"]
+
+
+def rule_workers(r: dict) -> list[Finding]:
+    sweep = r.get("sweep") or {}
+    choice, current = sweep.get("choice"), sweep.get("current")
+    if choice is None or current is None or choice == current:
+        return []
+    rc, rn = _sweep_rate(r, current), _sweep_rate(r, choice)
+    if not rc or not rn:
+        return []
+    table = ", ".join(f"{row['num_workers']}: {row['samples_per_s']}" for row in r["workers_sweep"]
+                      if row.get("samples_per_s"))
+    ev = (f"Loader-only samples/s by num_workers ({table}); the current setting is {current}, "
+          f"the fewest within 5% of the best is {choice}. Effective CPUs: {sweep.get('effective_cpus')}.")
+    confirmed = _confirmed_faster(r)
+    settings = (r.get("confirm") or {}).get("settings") or {"num_workers": choice}
+    if choice > current and rn >= rc * (1 + THRESHOLDS["workers_gain"]):
+        if confirmed is False:
+            return [Finding("too-few-workers", "info", f"More workers feed the loader faster, but training did not "
+                            f"speed up", ev + _confirm_text(r),
+                            "Keep the current num_workers: the step itself, not the loader, limits the real run.")]
+        return [Finding("too-few-workers", "warning",
+                         f"num_workers={choice} loads {rn / rc:.1f}x faster than num_workers={current}",
+                         ev + _confirm_text(r), f"Use {_code(settings)} for the training DataLoader.")]
+    if choice < current and rn >= rc * THRESHOLDS["workers_as_fast"]:
+        return [Finding("too-many-workers", "info",
+                        f"num_workers={choice} is as fast as num_workers={current}", ev + _confirm_text(r),
+                        f"Use {_code(settings)}: fewer processes, less memory, same throughput.")]
+    return []
+
+
+def rule_slow_transform(r: dict) -> list[Finding]:
+    rows = [t for t in r.get("transforms") or [] if t.get("share") is not None]
+    if not rows:
+        return []
+    top = max(rows, key=lambda t: t["share"])
+    if top["share"] < THRESHOLDS["slow_transform_share"]:
+        return []
+    ranked = ", ".join(f"{t['name']} {100 * t['share']:.0f}%" for t in sorted(rows, key=lambda t: -t["share"]))
+    info = r.get("pipeline") or {}
+    return [Finding("slow-transform", "warning",
+                    f"{top['name']} takes {100 * top['share']:.0f}% of each sample's time",
+                    f"Timed inside the loader's processes over the full pipeline ({info.get('path')}): "
+                    f"{top['name']} (step {top['position']}) costs {top['ms_per_sample']:.2f} ms per sample of "
+                    f"{info.get('sample_ms')} ms. Shares: {ranked}.",
+                    f"Make {top['name']} cheaper (a vectorised or native implementation, smaller inputs), cache its "
+                    "output if it is deterministic, or run it on the GPU after the batch is loaded.")]
+
+
+def rule_slow_collate(r: dict) -> list[Finding]:
+    c = r.get("collate")
+    if not c or c["share"] < THRESHOLDS["slow_collate_share"]:
+        return []
+    return [Finding("slow-collate", "warning", f"Collating takes {100 * c['share']:.0f}% of the data time",
+                    f"collate_fn took {c['ms_per_batch']:.2f} ms per batch, {100 * c['share']:.0f}% of the time "
+                    "the loader's processes spent fetching (samples + collate).",
+                    "Return arrays/tensors from __getitem__ (not Python lists or dicts of scalars), collate with "
+                    "torch.stack on pre-allocated tensors, or use batched reads (__getitems__).")]
+
+
+def rule_worker_startup(r: dict) -> list[Finding]:
+    b = r.get("baseline") or {}
+    share = b.get("startup_share")
+    loader = _train_loader(r) or {}
+    firsts = b.get("first_batch_s_all") or []
+    if share is None or share < THRESHOLDS["worker_startup_share"] or len(firsts) < 2:
+        return []
+    per = ", ".join(f"{x:.2f} s" for x in firsts[:6])
+    rebuilt = (loader.get("instances") or 1) > 1
+    if rebuilt:
+        fix = ("The training DataLoader is built again for every epoch (construction site "
+               f"{loader.get('site')}); build it once, before the epoch loop, with persistent_workers=True.")
+    else:
+        fix = "Pass persistent_workers=True to the training DataLoader so its workers survive between epochs."
+    return [Finding("worker-startup", "warning",
+                    f"Starting the loader's workers takes {100 * share:.0f}% of training time",
+                    f"{len(firsts)} iterators of the training loader each waited for a first batch ({per}); "
+                    f"with num_workers={loader.get('num_workers')} and persistent_workers="
+                    f"{loader.get('persistent_workers')}, start-up was {100 * share:.0f}% of the measured loop "
+                    f"time.{_confirm_text(r)}", fix)]
+
+
+RULES: list[Rule] = [rule_hang, rule_crashes, rule_data_or_compute_bound, rule_workers, rule_slow_transform,
+                     rule_slow_collate, rule_worker_startup]
 
 
 def _train_loader(r: dict) -> dict | None:
@@ -188,11 +307,18 @@ def recommendation(r: dict) -> dict:
         "basis": "current settings (no stage measured a better configuration)",
     }
     best = r.get("_best_config")
-    if best:
-        rec.update({k: v for k, v in best.items() if k in rec})
     confirm = r.get("confirm") or {}
-    if confirm.get("speedup") is not None:
+    faster = _confirmed_faster(r)
+    if best and faster:
+        rec.update({k: v for k, v in best.items() if k in rec})
         rec["measured_speedup"] = confirm["speedup"]
+        rec["basis"] = "confirmed: the real training script re-run with these settings"
+    elif best and faster is False:
+        rec["measured_speedup"] = confirm["speedup"]
+        rec["basis"] = (f"the confirm run with {confirm['settings']} was not faster ({confirm['speedup']:.2f}x): "
+                        "keep the current settings")
+    elif best:
+        rec["basis"] = f"not confirmed (confirm run: {confirm.get('status')}); current settings kept"
     return rec
 
 

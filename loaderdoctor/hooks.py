@@ -23,6 +23,7 @@ import time
 from typing import Any, Callable
 
 from loaderdoctor.codeloc import is_user_file, short_path
+from loaderdoctor.metrics import loader_warmup
 
 
 class StopProbe(BaseException):
@@ -197,6 +198,10 @@ class Recorder:
         stack_dir: str | None = None,
         clock: Callable[[], float] = time.perf_counter,
         sync: Callable[[], None] | None = None,
+        mode: str = "train",
+        target_site: str | None = None,
+        drain_seconds: float | None = None,
+        stage_dir: str | None = None,
     ):
         self.emit = emit
         self.steps = steps
@@ -212,7 +217,15 @@ class Recorder:
         self.sites: dict[str, int] = {}
         self.batches: dict[int, int] = {}  # site -> batches seen (all iterators)
         self.measured: dict[int, int] = {}  # site -> batches that count as measured steps
+        self.site_warmup: dict[int, int] = {}  # site -> warm-up batches (metrics.loader_warmup)
         self.stopping = False
+        # train: the script's own loop is measured. drain / transforms: when the target
+        # loader is first iterated, loaderdoctor drives it itself, then stops the script.
+        self.mode = mode
+        self.target_site = target_site
+        self.drain_seconds = drain_seconds
+        self.stage_dir = stage_dir
+        self.busy = False
 
     # -- construction
     def site_index(self, site: str) -> int:
@@ -233,6 +246,9 @@ class Recorder:
             loader.worker_init_fn = ChainedWorkerInit(loader.worker_init_fn, self.stack_dir)
         idx = self.site_index(site)
         loader._ld_site = idx
+        loader._ld_site_name = site
+        self.site_warmup[idx] = loader_warmup({"num_workers": loader.num_workers,
+                                               "prefetch_factor": loader.prefetch_factor}, self.warmup)
         try:
             cfg = loader_config(loader)
         except Exception as exc:  # never break the user's loader over a description
@@ -290,11 +306,29 @@ class Recorder:
             self.emit(f'{{"e":"b","l":{site},"i":{st.count},"w":{t1 - t0:.6f},"c":null,"n":{n},"s":{_num(s)}}}')
             st.first = False
         else:
-            if seen > self.warmup:
+            if seen > self.site_warmup.get(site, self.warmup):
                 self.measured[site] = self.measured.get(site, 0) + 1
             self.emit(f'{{"e":"b","l":{site},"i":{st.count},"w":{t1 - t0:.6f},"c":{_num(prev_c)},"n":{n}}}')
         st.count += 1
         st.t_last = t1
+
+    # -- loaderdoctor driving the loader itself
+    def takes_over(self, loader: Any) -> bool:
+        if self.mode == "train" or self.busy or os.getpid() != self.pid:
+            return False
+        site = getattr(loader, "_ld_site_name", None)
+        return self.target_site is None or site == self.target_site
+
+    def drain(self, loader: Any) -> None:
+        """Loader-only: iterate the loader without the training step until enough steps
+        were measured (StopProbe from before_next) or the drain's time bound."""
+        self.busy = True
+        if self.drain_seconds is not None:
+            self.max_seconds = (self.clock() - self.t0) + self.drain_seconds
+        for _ in range(100_000):  # epochs, if one epoch is shorter than the steps wanted
+            for _batch in loader:
+                pass
+        raise StopProbe("steps")
 
     def on_error(self, it: Any) -> None:
         """The iterator failed: record its workers' exit codes (negative = killed by that
@@ -363,6 +397,12 @@ def install(rec: Recorder) -> None:
         rec.after_init(self, site, overridden)
 
     def __iter__(self):
+        if rec.takes_over(self):
+            if rec.mode == "transforms":
+                from loaderdoctor import pipeline
+
+                pipeline.run_transforms_stage(rec, self)
+            rec.drain(self)
         t_start = clock()
         threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
         it = orig_iter(self)

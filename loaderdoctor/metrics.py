@@ -71,6 +71,15 @@ def loaders_from_events(events: list[dict]) -> list[dict]:
     return [sites[k] for k in sorted(sites)]
 
 
+def loader_warmup(config: dict | None, base: int) -> int:
+    """Batches to leave out after an iterator's first: at least the batches the workers
+    prefetch while the first one is awaited (num_workers x prefetch_factor), which then
+    arrive at once and would inflate the rate."""
+    cfg = config or {}
+    nw = cfg.get("num_workers") or 0
+    return max(base, nw * (cfg.get("prefetch_factor") or 2)) if nw else base
+
+
 def train_loader(by_loader: dict[int, LoaderSteps]) -> int | None:
     """The training loader is the one with the most steps."""
     if not by_loader:
@@ -122,8 +131,11 @@ def step_summary(ls: LoaderSteps | None, warmup: int) -> dict:
     totals = [w + c for w, c in zip(waits, computes)]
     total_t = sum(totals)
     samples = sum(s.samples for s in steps)
+    eff = effective_rate(ls)
     return {
         "steps": len(steps),
+        "effective_samples_per_s": eff["samples_per_s"],
+        "startup_share": eff["startup_share"],
         "samples_per_s": round(samples / total_t, 3) if total_t > 0 else None,
         "data_wait_fraction": round(sum(waits) / total_t, 4) if total_t > 0 else None,
         "step_s": _dist(totals),
@@ -137,6 +149,26 @@ def step_summary(ls: LoaderSteps | None, warmup: int) -> dict:
     }
 
 
+def effective_rate(ls: LoaderSteps) -> dict:
+    """Throughput as the user lives it: every batch after the very first one, with the
+    start-up of each later iterator (workers re-created per epoch) counted as time spent.
+    Also the share of that time that was iterator start-up."""
+    total = startup = 0.0
+    samples = 0
+    for k, s in enumerate(ls.steps):
+        if k == 0 or s.compute is None:
+            continue
+        if s.first:
+            startup += s.startup if s.startup is not None else s.wait
+            total += (s.startup if s.startup is not None else s.wait) + s.compute
+        else:
+            total += s.wait + s.compute
+        samples += s.samples
+    if total <= 0:
+        return {"samples_per_s": None, "startup_share": None}
+    return {"samples_per_s": round(samples / total, 3), "startup_share": round(startup / total, 4)}
+
+
 def timeline(ls: LoaderSteps | None, limit: int = 2000) -> list[dict]:
     """Per-step rows for plots (downsampled by striding past `limit`)."""
     if ls is None:
@@ -147,3 +179,15 @@ def timeline(ls: LoaderSteps | None, limit: int = 2000) -> list[dict]:
         stride = -(-len(rows) // limit)
         rows = rows[::stride]
     return rows
+
+
+def drain_rate(stage: dict) -> float | None:
+    """Loader-only samples/s of a drain stage (steady state, after the warm-up)."""
+    if stage.get("status") != "ok":
+        return None
+    by = steps_by_loader(stage["events"])
+    idx = train_loader(by)
+    if idx is None:
+        return None
+    cfg = next((l for l in loaders_from_events(stage["events"]) if l["index"] == idx), None)
+    return step_summary(by[idx], loader_warmup(cfg, 1))["samples_per_s"]

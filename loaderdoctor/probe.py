@@ -10,16 +10,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from loaderdoctor import envinfo
+from loaderdoctor import envinfo, metrics, stages, tuning
 from loaderdoctor.errors import EXIT_INTERRUPTED, EXIT_USAGE, LoaderDoctorError
 from loaderdoctor.gpu import Gpus
 from loaderdoctor.render import get as get_renderer
 from loaderdoctor.report import build_report
 from loaderdoctor.session import Session
-from loaderdoctor.stage import StageResult, StageSpec, run_stage
+from loaderdoctor.stage import StageResult
 from loaderdoctor.target import Target
 
-ALL_STAGES = ["baseline"]
+ALL_STAGES = ["baseline", "loader-only", "workers", "transforms", "confirm"]
 
 
 @dataclass
@@ -87,40 +87,67 @@ def _never_iterated(res: StageResult) -> str | None:
     return f"The script ended before iterating any DataLoader ({res.detail})."
 
 
+def _train_loader(res: StageResult) -> dict:
+    by = metrics.steps_by_loader(res.events)
+    idx = metrics.train_loader(by)
+    loaders = {l["index"]: l for l in metrics.loaders_from_events(res.events)}
+    out = dict(loaders.get(idx, {}))
+    out["iterators"] = by[idx].iterators if idx is not None else 0
+    return out
+
+
 def probe(target: Target, opts: ProbeOptions, *, on_stage: Callable[[str, StageResult | None], None] | None = None,
           on_event: Callable[[dict], None] | None = None) -> dict:
-    stages = plan(opts)
+    wanted = plan(opts)
     gpus = Gpus()
     session = Session(target=target.to_dict(), options=opts.to_dict(), environment=envinfo.collect(gpus))
     out_dir = opts.out
     os.makedirs(out_dir, exist_ok=True)
-    t_start = time.monotonic()
-    for name in stages:
-        left = opts.budget - (time.monotonic() - t_start)
-        if left <= 0:
-            session.skipped.append({"name": name, "reason": f"the --budget of {opts.budget:g} s was used up"})
-            continue
-        if on_stage:
-            on_stage(name, None)
-        spec = StageSpec(name=name, target=target.path, argv=target.argv, steps=opts.steps, warmup=opts.warmup,
-                         timeout=opts.timeout, first_batch_timeout=opts.first_batch_timeout, max_seconds=left,
-                         stack_method=opts.stack_method)
-        res = run_stage(spec, out_dir, on_event=on_event)
-        session.stages.append(res.to_dict())
-        if on_stage:
-            on_stage(name, res)
-        if res.status == "interrupted":
-            session.interrupted = True
+    ctx = stages.Ctx(target, opts, session, out_dir, on_stage=on_stage, on_event=on_event, gpus=gpus)
+    try:
+        base = ctx.run("baseline")
+        if base is None:
+            raise LoaderDoctorError("The --budget is too small to run even the baseline.", EXIT_USAGE)
+        why = _never_iterated(base)
+        if why:
             session.ended = time.time()
             written = write_outputs(session, out_dir)
-            raise LoaderDoctorError(
-                "Interrupted: loaderdoctor ended the script and its workers. A partial report of what was measured "
-                f"is in {written['paths'].get('md')}.", EXIT_INTERRUPTED, report_path=written["paths"].get("md"))
-        if name == "baseline":
-            why = _never_iterated(res)
-            if why:
-                session.ended = time.time()
-                written = write_outputs(session, out_dir)
-                raise LoaderDoctorError(why, EXIT_USAGE, report_path=written["paths"].get("md"))
+            raise LoaderDoctorError(why, EXIT_USAGE, report_path=written["paths"].get("md"))
+        ctx.train_loader = _train_loader(base)
+        ctx.train_site = ctx.train_loader.get("site")
+        base_ok = base.status == "ok"
+        lo = None
+        if "loader-only" in wanted or "workers" in wanted:
+            if base_ok:
+                lo = stages.loader_only(ctx) if "loader-only" in wanted else None
+            else:
+                ctx.skip("loader-only", f"the baseline ended in '{base.status}': a throughput measurement would too")
+        choice = None
+        if "workers" in wanted:
+            if base_ok:
+                choice = stages.workers_sweep(ctx, lo)
+            else:
+                ctx.skip("workers", f"the baseline ended in '{base.status}'")
+        if "transforms" in wanted:
+            stages.transforms(ctx)
+        if "confirm" in wanted:
+            settings = tuning.recommended_settings(ctx.train_loader, choice, ctx.train_loader.get("iterators", 0))
+            session.notes["confirm_settings"] = settings
+            if not base_ok:
+                ctx.skip("confirm", f"the baseline ended in '{base.status}'")
+            elif not settings:
+                ctx.skip("confirm", "the current loader settings are already the best measured: nothing to confirm")
+            else:
+                stages.confirm(ctx, settings)
+    except stages.Interrupted:
+        session.interrupted = True
+        session.ended = time.time()
+        written = write_outputs(session, out_dir)
+        raise LoaderDoctorError(
+            "Interrupted: loaderdoctor ended the script and its workers. A partial report of what was measured "
+            f"is in {written['paths'].get('md')}.", EXIT_INTERRUPTED, report_path=written["paths"].get("md"))
+    for name in wanted:
+        if not session.stage(name) and not any(s["name"] == name for s in session.skipped) and name != "workers":
+            ctx.skip(name, "not run")
     session.ended = time.time()
     return write_outputs(session, out_dir)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loaderdoctor import crash, diagnose, metrics
+from loaderdoctor import crash, diagnose, metrics, sampling
 from loaderdoctor.session import Session
 
 SCHEMA_VERSION = 1
@@ -39,7 +39,8 @@ def stage_block(stage: dict, warmup: int) -> dict:
     train_idx = metrics.train_loader(by_loader)
     loaders = _loaders(stage, train_idx)
     ls = by_loader.get(train_idx) if train_idx is not None else None
-    return {"loaders": loaders, "summary": metrics.step_summary(ls, warmup),
+    cfg = next((l for l in loaders if l["index"] == train_idx), None)
+    return {"loaders": loaders, "summary": metrics.step_summary(ls, metrics.loader_warmup(cfg, warmup)),
             "timeline": metrics.timeline(ls), "train_index": train_idx}
 
 
@@ -95,9 +96,124 @@ def build_report(session: Session) -> dict:
         why = (base or {}).get("detail") or "the baseline stage did not run"
         r["baseline"]["unmeasured_reason"] = why
     r["timelines"] = timelines
-    r["samples"] = session.samples
+    r["workers_sweep"] = sweep_rows(session)
+    r["sweep"] = session.notes.get("workers_sweep")
+    r["transforms"], r["collate"], r["pipeline"] = transform_rows(session.stage("transforms"))
+    r["confirm"] = confirm_block(session, r["baseline"])
+    train = next((l for l in r["loaders"] if l.get("role") == "train"), None)
+    if r["confirm"] and train is not None:
+        r["_best_config"] = {**{k: train.get(k) for k in ("num_workers", "pin_memory", "persistent_workers",
+                                                          "prefetch_factor")},
+                             "multiprocessing_context": train.get("start_method"), **r["confirm"]["settings"]}
+    r["stage_samples"] = {st["name"]: sampling.downsample(st.get("samples")) for st in session.stages
+                          if st.get("samples")}
     v, findings, rec = diagnose.diagnose(r)
     r["verdict"] = v
     r["findings"] = findings
     r["recommendation"] = rec
+    r.pop("_best_config", None)
     return r
+
+
+# ---------------------------------------------------------------- staged probes
+
+
+def _first_batch(stage: dict) -> float | None:
+    return next((e.get("s") for e in stage.get("events", []) if e.get("e") == "b" and "s" in e), None)
+
+
+def sweep_rows(session: Session) -> list[dict]:
+    """One row per num_workers configuration measured loader-only."""
+    notes = session.notes.get("workers_sweep") or {}
+    current = notes.get("current")
+    rows = []
+    for st in session.stages:
+        name = st["name"]
+        if name == "loader-only" and current is not None:
+            n = current
+        elif name.startswith("workers-"):
+            n = int(name.split("-", 1)[1])
+        else:
+            continue
+        peaks = sampling.loader_peaks(st.get("samples"))
+        rows.append({"num_workers": n, "status": st["status"], "samples_per_s": metrics.drain_rate(st),
+                     "first_batch_s": _first_batch(st), "peak_mem_mb": peaks["peak_uss_mb"],
+                     "peak_pss_mb": peaks["peak_pss_mb"], "cpu_workers_pct": peaks["cpu_workers_pct"],
+                     "cpu_main_pct": peaks["cpu_main_pct"], "stage": name, "current": n == current,
+                     "chosen": n == notes.get("choice"), "detail": st.get("detail", "")})
+    rows.sort(key=lambda r: r["num_workers"])
+    return rows
+
+
+def transform_rows(stage: dict | None) -> tuple[list[dict], dict | None, dict]:
+    """(transforms[], collate, pipeline info) from the transforms stage."""
+    if not stage:
+        return [], None, {"found": None, "reason": "the transforms stage did not run"}
+    events = stage.get("events", [])
+    pipe = next((e for e in events if e.get("e") == "pipeline"), None)
+    if pipe is None:
+        return [], None, {"found": None, "reason": f"the stage ended before the pipeline was located "
+                                                   f"({stage['status']}: {stage.get('detail', '')})"}
+    if not pipe.get("found"):
+        return [], None, {"found": False, "reason": pipe.get("reason")}
+    names = pipe["names"]
+    prefix: dict[int, dict] = {}
+    for e in events:
+        if e.get("e") == "prefix":
+            prefix.setdefault(e["k"], {}).update({e["phase"]: e})
+    culprit = None  # position of the step whose prefix failed
+    for k in sorted(prefix):
+        phases = prefix[k]
+        if "error" in phases:
+            culprit = (k - 1, "crash", phases["error"])
+            break
+        if "start" in phases and "ok" not in phases and stage["status"] in ("hang", "crash"):
+            culprit = (k - 1, stage["status"], None)
+            break
+    ts = stage.get("tstats")
+    sample_s = None
+    if ts and ts["samples"]:
+        sample_s = max(1e-12, (ts["fetch_s"] - ts["collate_s"]) / ts["samples"])
+    rows = []
+    for pos, name in enumerate(names):
+        k = pos + 1
+        if culprit and culprit[0] == pos:
+            status = culprit[1]
+        elif culprit and pos > culprit[0]:
+            status = "not reached"
+        else:
+            status = "ok" if "ok" in prefix.get(k, {}) else "not measured"
+        ms = share = None
+        if ts and ts["samples"]:
+            ms = round(1000 * ts["total"][pos] / ts["samples"], 4)
+            share = round(ts["total"][pos] / ts["samples"] / sample_s, 4)
+        rows.append({"position": pos, "name": name, "ms_per_sample": ms, "share": share, "status": status})
+    collate = None
+    if ts and ts["batches"] and ts["fetch_s"] > 0:
+        collate = {"ms_per_batch": round(1000 * ts["collate_s"] / ts["batches"], 4),
+                   "share": round(ts["collate_s"] / ts["fetch_s"], 4)}
+    info = {"found": True, "kind": pipe.get("kind"), "path": pipe.get("path"),
+            "sample_ms": round(1000 * sample_s, 4) if sample_s else None,
+            "processes_timed": ts["processes"] if ts else 0,
+            "culprit": ({"position": culprit[0], "name": names[culprit[0]] if culprit[0] >= 0 else "(none: loading)",
+                         "status": culprit[1], "error": culprit[2]} if culprit else None)}
+    return rows, collate, info
+
+
+def confirm_block(session: Session, baseline: dict) -> dict | None:
+    settings = session.notes.get("confirm_settings")
+    st = session.stage("confirm")
+    if settings is None:
+        return None
+    out = {"settings": settings, "status": st["status"] if st else "skipped",
+           "baseline_samples_per_s": baseline.get("effective_samples_per_s"),
+           "confirm_samples_per_s": None, "speedup": None}
+    if st and st["status"] == "ok":
+        warm = int(session.options.get("warmup", 3))
+        summ = stage_block(st, warm)["summary"]
+        out["confirm_samples_per_s"] = summ.get("effective_samples_per_s")
+        out["confirm_steady_samples_per_s"] = summ.get("samples_per_s")
+        b, c = out["baseline_samples_per_s"], out["confirm_samples_per_s"]
+        if b and c:
+            out["speedup"] = round(c / b, 3)
+    return out

@@ -95,6 +95,8 @@ def run(spec: dict, emit: Emitter) -> int:
         emit, steps=int(spec.get("steps", 50)), warmup=int(spec.get("warmup", 3)),
         max_seconds=spec.get("max_seconds"), overrides=spec.get("overrides") or {},
         override_site=spec.get("override_site"), stack_dir=stack_dir, sync=_cuda_sync(),
+        mode=spec.get("mode", "train"), target_site=spec.get("target_site"),
+        drain_seconds=spec.get("drain_seconds"), stage_dir=spec.get("stage_dir"),
     )
     hooks.install(rec)
 

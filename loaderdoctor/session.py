@@ -26,7 +26,7 @@ class Session:
     started: float = field(default_factory=time.time)
     ended: float | None = None
     interrupted: bool = False
-    samples: dict | None = None  # sampler summary, when sampling ran
+    notes: dict = field(default_factory=dict)  # what the planner decided and why (sweep order, caps)
     tool: dict = field(default_factory=lambda: {"name": "loaderdoctor", "version": __version__})
     version: int = SESSION_VERSION
 

@@ -21,6 +21,7 @@ from typing import Callable
 
 from loaderdoctor import watchdog
 from loaderdoctor.protocol import EVENT_FD_ENV, RUN_ID_ENV, decode
+from loaderdoctor.sampling import TreeSampler
 
 
 @dataclass
@@ -38,6 +39,10 @@ class StageSpec:
     stack_method: str = "auto"  # auto | py-spy | faulthandler
     cwd: str | None = None
     env: dict = field(default_factory=dict)
+    sample_interval: float | None = 0.2  # psutil/NVML sampling of the run's processes; None: off
+    mode: str = "train"  # train | drain | transforms (see hooks.Recorder)
+    target_site: str | None = None  # the loader a drain/transforms stage drives
+    drain_seconds: float | None = None
 
 
 @dataclass
@@ -56,6 +61,7 @@ class StageResult:
     stack_dir: str | None = None
     survivors: list[int] = field(default_factory=list)
     fatal_dumps: list[dict] = field(default_factory=list)  # [{pid, role, error, frames}]
+    samples: dict | None = None  # TreeSampler.summary()
     oom_kills: int = 0  # increase of the cgroup's oom_kill counter during the stage
 
     def to_dict(self) -> dict:
@@ -92,7 +98,7 @@ def _tail(path: str, limit: int = 4000) -> str:
 
 
 def run_stage(spec: StageSpec, run_dir: str, *, on_event: Callable[[dict], None] | None = None,
-              clock: Callable[[], float] = time.monotonic, poll: float = 0.05) -> StageResult:
+              clock: Callable[[], float] = time.monotonic, poll: float = 0.05, gpus=None) -> StageResult:
     """Run one stage to its end. On Ctrl-C the tree is ended and the result comes back
     with status "interrupted" and whatever was recorded until then."""
     stage_dir = os.path.join(run_dir, "stages", spec.name)
@@ -102,7 +108,8 @@ def run_stage(spec: StageSpec, run_dir: str, *, on_event: Callable[[dict], None]
     runner_spec = {
         "target": os.path.abspath(spec.target), "argv": list(spec.argv), "steps": spec.steps,
         "warmup": spec.warmup, "max_seconds": spec.max_seconds, "overrides": spec.overrides,
-        "override_site": spec.override_site, "stack_dir": stack_dir,
+        "override_site": spec.override_site, "stack_dir": stack_dir, "mode": spec.mode,
+        "target_site": spec.target_site, "drain_seconds": spec.drain_seconds, "stage_dir": stage_dir,
     }
     with open(spec_path, "w") as f:
         json.dump(runner_spec, f)
@@ -150,6 +157,14 @@ def run_stage(spec: StageSpec, run_dir: str, *, on_event: Callable[[dict], None]
     os.close(w)
     reader = _Reader(r, handle)
     reader.start()
+    sampler = None
+    if spec.sample_interval:
+        def roles() -> dict[int, str]:
+            with lock:
+                return {pid: "worker" for pid in state["workers"]}
+
+        sampler = TreeSampler(proc.pid, roles, stage=spec.name, interval=spec.sample_interval, gpus=gpus)
+        sampler.start()
 
     timeout = spec.timeout
     first_timeout = spec.first_batch_timeout or 2 * timeout
@@ -183,6 +198,8 @@ def run_stage(spec: StageSpec, run_dir: str, *, on_event: Callable[[dict], None]
     except KeyboardInterrupt:
         status, detail = "interrupted", "interrupted by the user (Ctrl-C); the run was ended"
     finally:
+        if sampler is not None:
+            sampler.stop()
         # Give a runner that reported its exit a moment to leave on its own, then end all.
         if status is None and state["exit"] is not None:
             try:
@@ -202,6 +219,7 @@ def run_stage(spec: StageSpec, run_dir: str, *, on_event: Callable[[dict], None]
         stderr_tail=_tail(stderr_path), stdout_path=stdout_path, stderr_path=stderr_path,
         stack_dir=stack_dir, survivors=survivors, fatal_dumps=_fatal_dumps(stack_dir),
         oom_kills=max(0, _oom_kill_count() - oom_before),
+        samples=sampler.summary() if sampler is not None else None,
     )
     if status is None:
         _classify_end(result)

@@ -1,0 +1,189 @@
+"""Parent-side samplers: psutil over the runner's process tree, NVML for GPUs.
+
+A thread in the parent wakes on a fixed schedule (deadline scheduling: the next wake-up is
+the previous deadline + interval, so lateness does not accumulate), reads every process of
+the run (CPU %, USS/PSS, state, threads), system CPU, /dev/shm use and the GPUs, and
+records how late each sample was and how much CPU the sampler itself used. Nothing is
+added to the runner's process.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Callable
+
+import psutil
+
+from loaderdoctor.gpu import Gpus
+
+
+class TreeSampler(threading.Thread):
+    def __init__(self, root_pid: int, roles: Callable[[], dict[int, str]], *, stage: str, interval: float = 0.2,
+                 gpus: Gpus | None = None, clock: Callable[[], float] = time.monotonic,
+                 memory_every: int = 1):
+        super().__init__(name="loaderdoctor-sampler", daemon=True)
+        self.root_pid = root_pid
+        self.roles = roles
+        self.stage = stage
+        self.interval = interval
+        self.gpus = gpus
+        self.clock = clock
+        self.memory_every = max(1, memory_every)
+        self.rows: list[dict] = []  # one per process per sample
+        self.system: list[dict] = []  # one per sample
+        self.lateness: list[float] = []
+        self.cpu_s = 0.0  # CPU time the sampler thread itself used
+        self.t0 = clock()
+        self._halt = threading.Event()
+        self._procs: dict[int, psutil.Process] = {}
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._halt.set()
+        self.join(timeout)
+
+    def _tree(self) -> list[psutil.Process]:
+        try:
+            root = self._procs.get(self.root_pid) or psutil.Process(self.root_pid)
+            found = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return []
+        out = []
+        for p in found:
+            known = self._procs.get(p.pid)
+            if known is None:
+                known = self._procs[p.pid] = p
+                try:
+                    known.cpu_percent(None)  # primes the delta
+                except psutil.Error:
+                    continue
+            out.append(known)
+        return out
+
+    def sample_once(self, n: int) -> None:
+        t = self.clock() - self.t0
+        roles = self.roles()
+        with_memory = n % self.memory_every == 0
+        for p in self._tree():
+            try:
+                with p.oneshot():
+                    row = {"t": round(t, 3), "stage": self.stage, "pid": p.pid,
+                           "role": "main" if p.pid == self.root_pid else roles.get(p.pid, "other"),
+                           "cpu": p.cpu_percent(None), "status": p.status(), "threads": p.num_threads()}
+                    if with_memory:
+                        mem = p.memory_full_info()
+                        row.update(uss=mem.uss, pss=getattr(mem, "pss", None), rss=mem.rss)
+            except psutil.Error:
+                continue
+            self.rows.append(row)
+        sysrow = {"t": round(t, 3), "stage": self.stage, "cpu": psutil.cpu_percent(None)}
+        try:
+            st = os.statvfs("/dev/shm")
+            sysrow["shm_used"] = (st.f_blocks - st.f_bfree) * st.f_frsize
+        except OSError:
+            sysrow["shm_used"] = None
+        if self.gpus is not None and self.gpus.available:
+            for g in self.gpus.sample():
+                sysrow[f"gpu{g['index']}_util"] = g["util"]
+                sysrow[f"gpu{g['index']}_mem_mb"] = g["mem_used_mb"]
+                sysrow[f"gpu{g['index']}_power_w"] = g["power_w"]
+        self.system.append(sysrow)
+
+    def run(self) -> None:
+        c0 = time.thread_time()
+        psutil.cpu_percent(None)
+        deadline = self.clock()
+        n = 0
+        while not self._halt.is_set():
+            self.sample_once(n)
+            n += 1
+            deadline += self.interval
+            now = self.clock()
+            if now > deadline:  # fell behind: record it, skip the missed slots
+                self.lateness.append(now - deadline)
+                deadline = now
+            else:
+                self.lateness.append(0.0)
+            self._halt.wait(max(0.0, deadline - self.clock()))
+        self.cpu_s = time.thread_time() - c0
+
+    def summary(self) -> dict:
+        """Raw-ish record for the session: rows, system rows, and the sampler's own quality."""
+        wall = max(1e-9, self.clock() - self.t0)
+        lat = sorted(self.lateness)
+        return {
+            "interval_s": self.interval,
+            "samples": len(self.system),
+            "wall_s": round(wall, 3),
+            "sampler_cpu_s": round(self.cpu_s, 4),
+            "sampler_cpu_pct_of_core": round(100 * self.cpu_s / wall, 3),
+            "late_samples": sum(1 for x in lat if x > 0),
+            "lateness_max_s": round(lat[-1], 4) if lat else None,
+            "rows": self.rows,
+            "system": self.system,
+        }
+
+
+def loader_peaks(summary: dict | None) -> dict:
+    """Peak memory and mean CPU of the loader's processes (main + workers) in one stage.
+    USS summed over processes (private memory, not counted twice), PSS likewise."""
+    if not summary or not summary.get("rows"):
+        return {"peak_uss_mb": None, "peak_pss_mb": None, "cpu_main_pct": None, "cpu_workers_pct": None}
+    by_t: dict[float, dict] = {}
+    cpu_main, cpu_workers = [], {}
+    for r in summary["rows"]:
+        if r["role"] not in ("main", "worker"):
+            continue
+        agg = by_t.setdefault(r["t"], {"uss": 0, "pss": 0, "workers_cpu": 0.0})
+        agg["uss"] += r.get("uss") or 0
+        agg["pss"] += r.get("pss") or 0
+        if r["role"] == "main":
+            cpu_main.append(r["cpu"])
+        else:
+            agg["workers_cpu"] += r["cpu"]
+            cpu_workers[r["t"]] = agg["workers_cpu"]
+    peak_uss = max((a["uss"] for a in by_t.values()), default=0)
+    peak_pss = max((a["pss"] for a in by_t.values()), default=0)
+    return {
+        "peak_uss_mb": round(peak_uss / 2**20, 1) if peak_uss else None,
+        "peak_pss_mb": round(peak_pss / 2**20, 1) if peak_pss else None,
+        "cpu_main_pct": round(sum(cpu_main) / len(cpu_main), 1) if cpu_main else None,
+        "cpu_workers_pct": round(sum(cpu_workers.values()) / len(cpu_workers), 1) if cpu_workers else None,
+    }
+
+
+def downsample(summary: dict | None, limit: int = 300) -> dict | None:
+    """What the report keeps of a stage's samples: per-time totals by role and the system
+    series, at most `limit` points (striding; the report says when it did), plus the
+    sampler's own quality figures."""
+    if not summary:
+        return None
+    by_t: dict[float, dict] = {}
+    for r in summary.get("rows", []):
+        row = by_t.setdefault(r["t"], {"t": r["t"], "cpu_main": 0.0, "cpu_workers": 0.0, "uss_mb": 0.0,
+                                       "workers": 0, "disk_wait": 0})
+        if r["role"] == "main":
+            row["cpu_main"] += r["cpu"]
+        elif r["role"] == "worker":
+            row["cpu_workers"] += r["cpu"]
+            row["workers"] += 1
+        row["uss_mb"] += (r.get("uss") or 0) / 2**20
+        row["disk_wait"] += r.get("status") == "disk-sleep"
+    sysrows = {s["t"]: s for s in summary.get("system", [])}
+    series = []
+    for t in sorted(set(by_t) | set(sysrows)):
+        row = dict(by_t.get(t, {"t": t}))
+        srow = sysrows.get(t, {})
+        row["cpu_system"] = srow.get("cpu")
+        row["shm_used_mb"] = round(srow["shm_used"] / 2**20, 2) if srow.get("shm_used") is not None else None
+        for k, v in srow.items():
+            if k.startswith("gpu"):
+                row[k] = v
+        if "uss_mb" in row:
+            row["uss_mb"] = round(row["uss_mb"], 1)
+        series.append(row)
+    stride = max(1, -(-len(series) // limit))
+    return {"series": series[::stride], "downsampled_by": stride, "points_measured": len(series),
+            **{k: summary.get(k) for k in ("interval_s", "samples", "wall_s", "sampler_cpu_s",
+                                           "sampler_cpu_pct_of_core", "late_samples", "lateness_max_s")}}

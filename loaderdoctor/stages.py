@@ -1,0 +1,135 @@
+"""The staged probes after the baseline: each is one or more runner children, planned from
+what earlier stages measured. Orchestration only: numbers are read with metrics/tuning,
+interpreted later by diagnose."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from loaderdoctor import metrics, tuning
+from loaderdoctor.session import Session
+from loaderdoctor.stage import StageResult, StageSpec, run_stage
+from loaderdoctor.target import Target
+
+DRAIN_SECONDS = 6.0  # time bound of one loader-only measurement, after its first batch
+
+
+class Interrupted(Exception):
+    pass
+
+
+@dataclass
+class Ctx:
+    target: Target
+    opts: object  # probe.ProbeOptions
+    session: Session
+    run_dir: str
+    t_start: float = field(default_factory=time.monotonic)
+    on_stage: Callable | None = None
+    on_event: Callable | None = None
+    gpus: object = None
+    train_site: str | None = None
+    train_loader: dict = field(default_factory=dict)
+
+    def left(self) -> float:
+        return self.opts.budget - (time.monotonic() - self.t_start)
+
+    def run(self, name: str, **kw) -> StageResult | None:
+        left = self.left()
+        if left <= 5:
+            self.skip(name, f"the --budget of {self.opts.budget:g} s was used up")
+            return None
+        if self.on_stage:
+            self.on_stage(name, None)
+        kw.setdefault("steps", self.opts.steps)
+        kw.setdefault("warmup", self.opts.warmup)
+        kw.setdefault("max_seconds", left)
+        spec = StageSpec(name=name, target=self.target.path, argv=self.target.argv, timeout=self.opts.timeout,
+                         first_batch_timeout=self.opts.first_batch_timeout, stack_method=self.opts.stack_method,
+                         **kw)
+        res = run_stage(spec, self.run_dir, on_event=self.on_event, gpus=self.gpus)
+        self.session.stages.append(res.to_dict())
+        if self.on_stage:
+            self.on_stage(name, res)
+        if res.status == "interrupted":
+            raise Interrupted(name)
+        return res
+
+    def skip(self, name: str, reason: str) -> None:
+        self.session.skipped.append({"name": name, "reason": reason})
+
+
+def loader_only(ctx: Ctx) -> StageResult | None:
+    return ctx.run("loader-only", mode="drain", target_site=ctx.train_site, drain_seconds=DRAIN_SECONDS)
+
+
+def workers_sweep(ctx: Ctx, loader_only_res: StageResult | None) -> int | None:
+    """Adaptive sweep over num_workers; returns the chosen count (None if nothing measured)."""
+    eff = int(ctx.session.environment.get("cpu_count_effective") or 1)
+    cap = tuning.sweep_cap(eff, ctx.opts.max_workers)
+    current = ctx.train_loader.get("num_workers")
+    rates: list[tuple[int, float | None]] = []
+    tried: list[int] = []
+    for n in tuning.ladder(cap):
+        if n == current and loader_only_res is not None:
+            rates.append((n, metrics.drain_rate(ctx.session.stage("loader-only"))))  # measured as loader-only
+            tried.append(n)
+        else:
+            res = ctx.run(f"workers-{n}", mode="drain", target_site=ctx.train_site, drain_seconds=DRAIN_SECONDS,
+                          overrides={"num_workers": n}, override_site=ctx.train_site)
+            if res is None:
+                break
+            rates.append((n, metrics.drain_rate(ctx.session.stages[-1])))
+            tried.append(n)
+        if tuning.should_stop(rates):
+            break
+    untried = [n for n in tuning.ladder(cap) if n not in tried]
+    ctx.session.notes["workers_sweep"] = {
+        "cap": cap, "effective_cpus": eff, "tried": tried, "rates": rates, "current": current,
+        "not_tried": untried,
+        "why_stopped": ("two steps in a row gained under 5%" if tuning.should_stop(rates)
+                        else "reached the cap" if not untried else "the budget ran out"),
+    }
+    choice = tuning.choose(rates, eff)
+    ctx.session.notes["workers_sweep"]["choice"] = choice
+    return choice
+
+
+def transforms(ctx: Ctx) -> StageResult | None:
+    overrides = {"persistent_workers": False} if ctx.train_loader.get("persistent_workers") else {}
+    res = ctx.run("transforms", mode="transforms", target_site=ctx.train_site, drain_seconds=DRAIN_SECONDS,
+                  overrides=overrides, override_site=ctx.train_site if overrides else None)
+    if res is not None:
+        ctx.session.stages[-1]["tstats"] = read_tstats(os.path.join(ctx.run_dir, "stages", "transforms"))
+    return res
+
+
+def read_tstats(stage_dir: str) -> dict | None:
+    """Sum the per-process transform timings the workers (or main) wrote."""
+    agg = None
+    for path in glob.glob(os.path.join(stage_dir, "tstats-*.json")):
+        try:
+            with open(path) as f:
+                d = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if agg is None:
+            agg = {"total": [0.0] * len(d["total"]), "calls": [0] * len(d["calls"]), "fetch_s": 0.0,
+                   "collate_s": 0.0, "samples": 0, "batches": 0, "processes": 0}
+        for k in range(min(len(agg["total"]), len(d["total"]))):
+            agg["total"][k] += d["total"][k]
+            agg["calls"][k] += d["calls"][k]
+        for key in ("fetch_s", "collate_s", "samples", "batches"):
+            agg[key] += d[key]
+        agg["processes"] += 1
+    return agg
+
+
+def confirm(ctx: Ctx, settings: dict) -> StageResult | None:
+    """Re-run the real training script with the recommended loader settings."""
+    return ctx.run("confirm", overrides=settings, override_site=ctx.train_site)

@@ -1,0 +1,67 @@
+"""Pure: the num_workers sweep's next step and its choice, from measured rates."""
+
+from __future__ import annotations
+
+GAIN = 0.05  # a step that raises throughput by less than this is "no gain"
+CLOSE = 0.05  # the choice: the fewest workers within this of the best rate
+PAST_CORES = 0.10  # more workers than effective CPUs only for at least this gain
+
+
+def sweep_cap(effective_cpus: int, max_workers: int | None) -> int:
+    """Upper bound for the sweep: I/O-bound loaders scale past the cores, so allow 4x."""
+    if max_workers is not None:
+        return max_workers
+    return max(8, 4 * effective_cpus)
+
+
+def ladder(cap: int) -> list[int]:
+    out, n = [0, 1], 2
+    while n <= cap:
+        out.append(n)
+        n *= 2
+    return [x for x in out if x <= cap]
+
+
+def should_stop(rates: list[tuple[int, float | None]]) -> bool:
+    """Stop climbing after two consecutive steps that gained under GAIN (or failed)."""
+    flat = 0
+    best = None
+    for _, r in rates:
+        if r is None:
+            flat += 1
+        elif best is None or r > best * (1 + GAIN):
+            best = r if best is None or r > best else best
+            flat = 0
+        else:
+            flat += 1
+            best = max(best, r)
+    return flat >= 2
+
+
+def choose(rates: list[tuple[int, float | None]], effective_cpus: int) -> int | None:
+    """The fewest workers within CLOSE of the best measured rate; past the effective CPUs
+    only when that beats the best configuration within the cores by PAST_CORES."""
+    ok = [(n, r) for n, r in rates if r]
+    if not ok:
+        return None
+    best = max(r for _, r in ok)
+    within = [(n, r) for n, r in ok if n <= effective_cpus]
+    best_within = max((r for _, r in within), default=None)
+    pool = ok
+    if best_within is not None and best < best_within * (1 + PAST_CORES):
+        pool = within
+        best = best_within
+    return min(n for n, r in pool if r >= best * (1 - CLOSE))
+
+
+def recommended_settings(current: dict, choice: int | None, iterators: int) -> dict:
+    """DataLoader arguments to change, from what was measured: the sweep's choice, and
+    persistent workers when the baseline re-created the iterator (epochs) with workers."""
+    out: dict = {}
+    nw = current.get("num_workers") or 0
+    if choice is not None and choice != nw:
+        out["num_workers"] = choice
+        nw = choice
+    if nw > 0 and not current.get("persistent_workers") and iterators > 1:
+        out["persistent_workers"] = True
+    return out
