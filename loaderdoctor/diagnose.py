@@ -76,6 +76,10 @@ def rule_hang(r: dict) -> list[Finding]:
         procs = ", ".join(f"{n} {role}" for role, n in sorted(roles.items())) or "no stacks captured"
         threads = h.get("threads_at_fork") or []
         extra = f" Threads alive when the fork-started loader began iterating: {', '.join(threads)}." if threads else ""
+        pc = (r.get("pipeline") or {}).get("culprit")
+        if pc and pc.get("status") == "hang":
+            extra += (f" The transforms stage's prefix ablation (the pipeline run with its first k steps, "
+                      f"k = 0, 1, ...) stopped making progress when step {pc['position']} ({pc['name']}) was added.")
         if c and c.get("role") == "worker":
             fix = (f"A DataLoader worker never returned from {c.get('function')} "
                    f"({c.get('file')}:{c.get('line')}). Make that call finish or time out; to see it fail fast, "

@@ -242,6 +242,12 @@ class TimingWorkerInit:
             self.inner(worker_id)
 
 
+def identity(x):
+    """Prefix 0 (loading only): some Compose classes cannot run an empty list
+    (torchvision v2 raises UnboundLocalError), so the empty prefix holds this one step."""
+    return x
+
+
 def list_collate(batch):
     """Collate for prefix ablation: a partial pipeline's samples need not be collatable."""
     return batch
@@ -265,9 +271,12 @@ def run_transforms_stage(rec, loader) -> None:
     emit(json.dumps({"e": "pipeline", "found": True, "kind": pipe.kind, "path": pipe.path, "names": names}))
     orig_collate = loader.collate_fn
     per_prefix = max(2, min(rec.steps, 4))
+    # the ablation's own batches are not measured steps: no stop until the timed run
+    steps, max_seconds = rec.steps, rec.max_seconds
+    rec.steps, rec.max_seconds = 10**12, None
     try:
         for k in range(len(names) + 1):
-            pipe.set_steps(pipe.full[:k])
+            pipe.set_steps(pipe.full[:k] if k else [identity])
             loader.collate_fn = list_collate
             emit(json.dumps({"e": "prefix", "k": k, "phase": "start"}))
             t0 = time.perf_counter()
@@ -286,6 +295,7 @@ def run_transforms_stage(rec, loader) -> None:
     finally:
         pipe.set_steps(pipe.full)
         loader.collate_fn = orig_collate
+        rec.steps, rec.max_seconds = steps, max_seconds
     # the full pipeline, timed where it runs
     out_dir = rec.stage_dir or "."
     loader.collate_fn = TimedCollate(orig_collate)
