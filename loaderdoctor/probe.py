@@ -48,20 +48,52 @@ def plan(opts: ProbeOptions) -> list[str]:
     return [s for s in ALL_STAGES if s in opts.stages]
 
 
+def _source(file: str | None, line: int | None, context: int = 3) -> list[dict] | None:
+    if not file or not line:
+        return None
+    try:
+        with open(file, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    lo, hi = max(1, line - context), min(len(lines), line + context)
+    return [{"line": n, "text": lines[n - 1], "hit": n == line} for n in range(lo, hi + 1)]
+
+
+def attach_sources(report: dict) -> None:
+    """The culprits' source lines, read once when the report is written (re-rendering a
+    saved report.json uses these, not the files)."""
+    for item in (report.get("hangs") or []) + (report.get("crashes") or []):
+        c = item.get("culprit")
+        if c and "source" not in c:
+            c["source"] = _source(c.get("file"), c.get("line"))
+
+
+def write_plots(report: dict, out_dir: str) -> list[str]:
+    from loaderdoctor.render import plots
+
+    os.makedirs(os.path.join(out_dir, "plots"), exist_ok=True)
+    names = []
+    for name, png in plots.render_all(report).items():
+        with open(os.path.join(out_dir, "plots", f"{name}.png"), "wb") as f:
+            f.write(png)
+        names.append(name)
+    return names
+
+
 def write_outputs(session: Session, out_dir: str, formats: tuple[str, ...] = ("json", "md", "html")) -> dict:
-    """session.json (raw), report.json, report.md, report.html. Returns {format: path}."""
+    """session.json (raw), report.json, report.md (+ plots/), report.html. Returns the
+    report and {format: path}."""
     os.makedirs(out_dir, exist_ok=True)
     session.save(os.path.join(out_dir, "session.json"))
     report = build_report(session)
+    attach_sources(report)
+    report["plots"] = write_plots(report, out_dir) if "md" in formats else []
     paths = {}
     for fmt in formats:
-        try:
-            renderer = get_renderer(fmt)
-        except ImportError:
-            continue
         path = os.path.join(out_dir, f"report.{fmt}")
         with open(path, "w", encoding="utf-8") as f:
-            renderer(report, f)
+            get_renderer(fmt)(report, f)
         paths[fmt] = path
     return {"report": report, "paths": paths}
 

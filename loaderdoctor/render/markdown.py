@@ -58,6 +58,50 @@ def render(r: dict, out: TextIO) -> None:
     else:
         out.write(f"Not measured: {_cell(b.get('unmeasured_reason'))}\n\n")
 
+    if "timeline" in (r.get("plots") or []):
+        out.write("![per-step data wait and compute](plots/timeline.png)\n\n")
+
+    sweep = r.get("workers_sweep") or []
+    if sweep:
+        out.write("## num_workers sweep (loader only)\n\n")
+        rows = []
+        if b.get("samples_per_s"):
+            train = next((l for l in r.get("loaders") or [] if l.get("role") == "train"), {})
+            rows.append([f"**baseline training run ({train.get('num_workers')})**", "", num(b["samples_per_s"]),
+                         ms(b.get("first_batch_s")), "", ""])
+        for w in sweep:
+            tag = (" (current)" if w.get("current") else "") + (" (chosen)" if w.get("chosen") else "")
+            rows.append([f"{w['num_workers']}{tag}", w["status"], num(w.get("samples_per_s")),
+                         ms(w.get("first_batch_s")), w.get("peak_mem_mb"), w.get("cpu_workers_pct")])
+        _table(out, ["num_workers", "status", "samples/s", "first batch", "peak USS MB", "workers CPU %"], rows)
+        sw = r.get("sweep") or {}
+        if sw:
+            out.write(f"Effective CPUs {sw.get('effective_cpus')}, cap {sw.get('cap')}; stopped because "
+                      f"{sw.get('why_stopped')}.\n\n")
+        if "workers" in (r.get("plots") or []):
+            out.write("![throughput by num_workers](plots/workers.png)\n\n")
+
+    c = r.get("confirm")
+    if c:
+        out.write("## Confirm run\n\n")
+        sp = c.get("speedup")
+        out.write(f"The real training script re-run with `{_cell(c.get('settings'))}`: {c.get('status')}"
+                  + (f"; {num(c.get('baseline_samples_per_s'))} -> {num(c.get('confirm_samples_per_s'))} samples/s "
+                     f"including start-up (**{sp:.2f}x**)" if sp is not None else "") + ".\n\n")
+
+    out.write("## Transforms\n\n")
+    if r.get("transforms"):
+        _table(out, ["#", "transform", "ms per sample", "share of sample time", "prefix ablation"],
+               [[t["position"], t["name"], t.get("ms_per_sample"), pct(t.get("share")), t["status"]]
+                for t in r["transforms"]])
+        col = r.get("collate")
+        if col:
+            out.write(f"Collate: {col['ms_per_batch']} ms per batch, {pct(col['share'])} of fetch time.\n\n")
+        if "transforms" in (r.get("plots") or []):
+            out.write("![cost of each transform](plots/transforms.png)\n\n")
+    else:
+        out.write(f"{_cell((r.get('pipeline') or {}).get('reason') or 'Not measured.')}\n\n")
+
     if r.get("loaders"):
         out.write("## DataLoaders\n\n")
         _table(out, ["#", "role", "site", "dataset", "len", "batch", "workers", "start", "pin", "persistent",
@@ -76,6 +120,9 @@ def render(r: dict, out: TextIO) -> None:
         out.write(f"Culprit: {_cell(frame_line(c)) if c else 'not found'}"
                   f"{' in the ' + c['role'] + ' process (pid ' + str(c.get('pid')) + ')' if c else ''}. "
                   f"Stacks by {h.get('method')}, captured in {h.get('capture_s')} s.\n\n")
+        if (c or {}).get("source"):
+            out.write(_fence("\n".join(f"{l['line']:5d}{' >' if l['hit'] else '  '} {l['text']}"
+                                        for l in c["source"])))
         for p in h.get("processes") or []:
             out.write(f"<details><summary>{_cell(p['role'])} pid {p['pid']}</summary>\n\n")
             out.write(_fence("\n".join(frame_line(f) for f in p.get("frames") or []) or "(no Python frames)"))
@@ -83,11 +130,18 @@ def render(r: dict, out: TextIO) -> None:
 
     for c in r.get("crashes") or []:
         out.write(f"## Crash in stage `{_cell(c.get('stage'))}`\n\n")
+        if (c.get("culprit") or {}).get("source"):
+            out.write(_fence("\n".join(f"{l['line']:5d}{' >' if l['hit'] else '  '} {l['text']}"
+                                        for l in c["culprit"]["source"])))
         _table(out, ["role", "pid", "signal", "exit code", "exception", "culprit"],
                [[c.get("role"), c.get("pid"), c.get("signal"), c.get("exit_code"), c.get("exception_type"),
                  frame_line(c["culprit"]) if c.get("culprit") else None]])
         out.write(_fence(c.get("worker_traceback") or c.get("message") or ""))
         out.write("\n")
+
+    if "utilisation" in (r.get("plots") or []):
+        out.write(f"## CPU and GPU use\n\n![CPU and GPU use](plots/utilisation.png)\n\nGPU: "
+                  f"{_cell((r.get('environment') or {}).get('gpu_status'))}.\n\n")
 
     env = r.get("environment") or {}
     out.write("## Environment\n\n")
