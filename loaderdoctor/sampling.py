@@ -22,7 +22,7 @@ from loaderdoctor.gpu import Gpus
 class TreeSampler(threading.Thread):
     def __init__(self, root_pid: int, roles: Callable[[], dict[int, str]], *, stage: str, interval: float = 0.2,
                  gpus: Gpus | None = None, clock: Callable[[], float] = time.monotonic,
-                 memory_every: int = 1):
+                 memory_every: int = 5, tree_every: int = 5):
         super().__init__(name="loaderdoctor-sampler", daemon=True)
         self.root_pid = root_pid
         self.roles = roles
@@ -30,7 +30,12 @@ class TreeSampler(threading.Thread):
         self.interval = interval
         self.gpus = gpus
         self.clock = clock
+        # Memory (smaps) and finding new processes (a scan of every process's parent) cost
+        # most: they run every memory_every / tree_every samples (1 Hz at the 5 Hz default),
+        # CPU, state and threads every sample.
         self.memory_every = max(1, memory_every)
+        self.tree_every = max(1, tree_every)
+        self._known: list[psutil.Process] = []
         self.rows: list[dict] = []  # one per process per sample
         self.system: list[dict] = []  # one per sample
         self.lateness: list[float] = []
@@ -43,7 +48,10 @@ class TreeSampler(threading.Thread):
         self._halt.set()
         self.join(timeout)
 
-    def _tree(self) -> list[psutil.Process]:
+    def _tree(self, n: int, roles: dict[int, str]) -> list[psutil.Process]:
+        rescan = n % self.tree_every == 0 or any(pid not in self._procs for pid in roles)
+        if not rescan:
+            return [p for p in self._known if p.is_running()]
         try:
             root = self._procs.get(self.root_pid) or psutil.Process(self.root_pid)
             found = [root, *root.children(recursive=True)]
@@ -59,13 +67,14 @@ class TreeSampler(threading.Thread):
                 except psutil.Error:
                     continue
             out.append(known)
+        self._known = out
         return out
 
     def sample_once(self, n: int) -> None:
         t = self.clock() - self.t0
         roles = self.roles()
         with_memory = n % self.memory_every == 0
-        for p in self._tree():
+        for p in self._tree(n, roles):
             try:
                 with p.oneshot():
                     row = {"t": round(t, 3), "stage": self.stage, "pid": p.pid,
@@ -136,7 +145,7 @@ def loader_peaks(summary: dict | None) -> dict:
         if r["role"] not in ("main", "worker"):
             continue
         agg = by_t.setdefault(r["t"], {"uss": 0, "pss": 0, "workers_cpu": 0.0})
-        agg["uss"] += r.get("uss") or 0
+        agg["uss"] += r.get("uss") or 0  # 0 where memory was not read: max() ignores those
         agg["pss"] += r.get("pss") or 0
         if r["role"] == "main":
             cpu_main.append(r["cpu"])
@@ -161,14 +170,15 @@ def downsample(summary: dict | None, limit: int = 300) -> dict | None:
         return None
     by_t: dict[float, dict] = {}
     for r in summary.get("rows", []):
-        row = by_t.setdefault(r["t"], {"t": r["t"], "cpu_main": 0.0, "cpu_workers": 0.0, "uss_mb": 0.0,
+        row = by_t.setdefault(r["t"], {"t": r["t"], "cpu_main": 0.0, "cpu_workers": 0.0, "uss_mb": None,
                                        "workers": 0, "disk_wait": 0})
         if r["role"] == "main":
             row["cpu_main"] += r["cpu"]
         elif r["role"] == "worker":
             row["cpu_workers"] += r["cpu"]
             row["workers"] += 1
-        row["uss_mb"] += (r.get("uss") or 0) / 2**20
+        if r.get("uss") is not None:  # memory is read every few samples only
+            row["uss_mb"] = (row["uss_mb"] or 0.0) + r["uss"] / 2**20
         row["disk_wait"] += r.get("status") == "disk-sleep"
     sysrows = {s["t"]: s for s in summary.get("system", [])}
     series = []
@@ -180,7 +190,7 @@ def downsample(summary: dict | None, limit: int = 300) -> dict | None:
         for k, v in srow.items():
             if k.startswith("gpu"):
                 row[k] = v
-        if "uss_mb" in row:
+        if row.get("uss_mb") is not None:
             row["uss_mb"] = round(row["uss_mb"], 1)
         series.append(row)
     stride = max(1, -(-len(series) // limit))

@@ -15,18 +15,33 @@ def script(name: str) -> str:
     return os.path.join(SCRIPTS, name)
 
 
+# Every process this test session starts inherits this tag, so the leak check below finds
+# this session's processes and nobody else's (another probe running on the machine).
+TEST_TAG = f"{os.getpid()}-{time.time_ns()}"
+os.environ["LOADERDOCTOR_TEST_SESSION"] = TEST_TAG
+
+
 def run_processes_left() -> list[psutil.Process]:
-    """Processes that belong to a loaderdoctor run (they carry LOADERDOCTOR_RUN)."""
+    """Processes of a loaderdoctor run started by this test session that are still alive."""
     left = []
     for p in psutil.process_iter(["pid"]):
         if p.pid == os.getpid():
             continue
         try:
-            if "LOADERDOCTOR_RUN" in p.environ():
+            env = p.environ()
+            if "LOADERDOCTOR_RUN" in env and env.get("LOADERDOCTOR_TEST_SESSION") == TEST_TAG \
+                    and p.status() != psutil.STATUS_ZOMBIE:
                 left.append(p)
         except psutil.Error:
             continue
     return left
+
+
+def _describe(p: psutil.Process):
+    try:
+        return (p.pid, p.cmdline())
+    except psutil.Error:
+        return (p.pid, "?")
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +57,7 @@ def no_process_left_behind():
             p.kill()
         except psutil.Error:
             pass
-    assert not left, f"processes of a run survived the test: {[(p.pid, p.cmdline()) for p in left]}"
+    assert not left, f"processes of a run survived the test: {[_describe(p) for p in left]}"
 
 
 def run_cli(*args, timeout: float = CLI_TIMEOUT, env: dict | None = None, cwd: str | None = None):

@@ -1,0 +1,210 @@
+"""Every finding, driven from hand-built sessions (no process runs), evidence checked."""
+
+import pytest
+
+from loaderdoctor.report import build_report
+from loaderdoctor.session import Session
+
+SITE = "train.py:20"
+
+
+def loader_event(nw=0, persistent=False, prefetch=None, method=None, instances=1):
+    cfg = {"num_workers": nw, "batch_size": 8, "persistent_workers": persistent, "prefetch_factor": prefetch,
+           "start_method": method, "pin_memory": False, "dataset": "__main__.Rows", "dataset_len": 800}
+    return [{"e": "loader", "l": 0, "site": SITE, "config": cfg, "overridden": None}] * instances
+
+
+def steps(n, wait, compute, iterators=1, startup=0.05, samples=8):
+    ev = []
+    for it in range(iterators):
+        ev.append({"e": "it", "l": 0, "t": 0.0, "workers": [], "threads": [], "cuda_init": False})
+        ev.append({"e": "b", "l": 0, "i": 0, "w": startup, "c": None, "n": samples, "s": startup})
+        for i in range(1, n):
+            ev.append({"e": "b", "l": 0, "i": i, "w": wait, "c": compute, "n": samples})
+        ev.append({"e": "end", "l": 0, "c": compute, "why": "epoch"})
+    return ev
+
+
+def stage(name, events, status="ok", detail="", **extra):
+    return {"name": name, "status": status, "seconds": 1.0, "detail": detail, "events": events, "exit": None,
+            "returncode": 0, "hang": None, "fatal_dumps": [], "oom_kills": 0, **extra}
+
+
+def session(stages, notes=None, **env):
+    environment = {"cpu_count_effective": 2, **env}
+    return Session(target={"path": "train.py", "kind": "script", "argv": []}, options={"warmup": 3},
+                   environment=environment, stages=stages, notes=notes or {})
+
+
+def findings(s):
+    r = build_report(s)
+    return r, {f["id"]: f for f in r["findings"]}
+
+
+def test_data_bound():
+    r, f = findings(session([stage("baseline", loader_event() + steps(40, 0.09, 0.01))]))
+    assert r["verdict"] == "data-bound"
+    assert "waited for data 90% of the time" in f["data-bound"]["evidence"]
+    assert "36 measured steps" in f["data-bound"]["evidence"]
+
+
+def test_compute_bound():
+    r, f = findings(session([stage("baseline", loader_event() + steps(40, 0.001, 0.1))]))
+    assert r["verdict"] == "compute-bound"
+    assert "waited for data 1% of the time" in f["compute-bound"]["evidence"]
+    assert "data-bound" not in f
+
+
+def test_balanced_has_no_bound_finding():
+    r, f = findings(session([stage("baseline", loader_event() + steps(40, 0.01, 0.09))]))
+    assert r["verdict"] == "balanced" and "data-bound" not in f and "compute-bound" not in f
+
+
+def test_hang_names_the_culprit_and_threads_at_fork():
+    ev = loader_event(nw=2, method="fork") + [
+        {"e": "it", "l": 0, "t": 0, "workers": [11, 12], "threads": ["metrics-flusher"], "cuda_init": False}]
+    hang = {"stage": "baseline", "method": "py-spy", "idle_s": 6.0, "capture_s": 0.1,
+            "culprit": {"role": "worker", "pid": 11, "function": "__getitem__", "file": "train.py", "line": 9},
+            "processes": [{"pid": 10, "role": "main", "frames": []}, {"pid": 11, "role": "worker", "frames": []}]}
+    r, f = findings(session([stage("baseline", ev, status="hang", detail="no progress for 6.0 s", hang=hang)]))
+    assert r["verdict"] == "hang"
+    e = f["hang"]["evidence"]
+    assert "No batch or event for 6.0 s" in e and "__getitem__ at train.py:9 (worker, pid 11)" in e
+    assert "metrics-flusher" in e and "spawn" in f["hang"]["fix"]
+
+
+def test_worker_crash_by_signal():
+    exc = {"type": "RuntimeError", "message": "DataLoader worker (pid 77) is killed by signal: Segmentation fault.",
+           "frames": []}
+    dumps = [{"pid": 77, "role": "worker", "error": "Segmentation fault",
+              "frames": [{"function": "decode", "file": "train.py", "line": 5}]}]
+    st = stage("baseline", loader_event(nw=2) + steps(3, 0.01, 0.01), status="crash", exit={"how": "exception",
+               "exc": exc}, fatal_dumps=dumps)
+    r, f = findings(session([st]))
+    assert r["verdict"] == "crash"
+    assert r["crashes"][0]["signal"] == "SIGSEGV"
+    assert "killed by SIGSEGV" in f["worker-crash"]["evidence"] and "decode at train.py:5" in f["worker-crash"]["evidence"]
+
+
+def test_worker_oom_needs_memory_evidence():
+    exc = {"type": "RuntimeError", "message": "DataLoader worker (pid 78) is killed by signal: Killed.", "frames": []}
+    base = dict(status="crash", exit={"how": "exception", "exc": exc})
+    _, f = findings(session([stage("baseline", loader_event(nw=2), oom_kills=0, **base)]))
+    assert "worker-oom" not in f and "SIGKILL" in f["worker-crash"]["evidence"]
+    _, f = findings(session([stage("baseline", loader_event(nw=2), oom_kills=1, **base)]))
+    assert "oom_kill counter rose" in f["worker-oom"]["evidence"] and "worker-crash" not in f
+
+
+def test_worker_exception_keeps_type_and_message():
+    msg = ("Caught ValueError in DataLoader worker process 1.\nOriginal Traceback (most recent call last):\n"
+           '  File "/x/torch/utils/data/_utils/worker.py", line 349, in _worker_loop\n    data = f()\n'
+           '  File "/home/u/train.py", line 12, in __getitem__\n    raise ValueError("bad row 7")\n'
+           "ValueError: bad row 7\n")
+    st = stage("baseline", loader_event(nw=2), status="crash", exit={"how": "exception", "exc": {
+        "type": "ValueError", "message": msg, "frames": []}})
+    r, f = findings(session([st]))
+    c = r["crashes"][0]
+    assert (c["exception_type"], c["message"], c["culprit"]["line"]) == ("ValueError", "bad row 7", 12)
+    assert "raised ValueError: bad row 7" in f["worker-crash"]["evidence"]
+
+
+def test_script_error():
+    exc = {"type": "KeyError", "message": "'lr'", "frames": [{"function": "main", "file": "/home/u/train.py",
+                                                              "line": 40}]}
+    st = stage("baseline", loader_event() + steps(10, 0.01, 0.01), status="crash",
+               exit={"how": "exception", "exc": exc})
+    _, f = findings(session([st]))
+    assert "raised KeyError: 'lr'" in f["script-error"]["evidence"] and "main at /home/u/train.py:40" in \
+        f["script-error"]["evidence"]
+
+
+def _sweep_session(rates, current, choice, confirm_speedup=None, settings=None):
+    st = [stage("baseline", loader_event(nw=current) + steps(40, 0.09, 0.01))]
+    for n, rate in rates:
+        # a drain stage whose steady rate is `rate` samples/s (8 samples per batch)
+        st.append(stage("loader-only" if n == current else f"workers-{n}",
+                        loader_event(nw=n) + steps(40, 8 / rate, 0.0)))
+    notes = {"workers_sweep": {"choice": choice, "current": current, "effective_cpus": 2, "cap": 8,
+                               "why_stopped": "reached the cap"}}
+    if settings is not None:
+        notes["confirm_settings"] = settings
+        if confirm_speedup is not None:
+            st.append(stage("confirm", loader_event(nw=settings["num_workers"]) +
+                            steps(40, 0.09 / confirm_speedup - 0.01 * (1 - 1 / confirm_speedup), 0.01)))
+    return session(st, notes)
+
+
+def test_too_few_workers_with_confirmed_speedup():
+    s = _sweep_session([(0, 100), (1, 100), (2, 200), (4, 400), (8, 410)], current=0, choice=4,
+                       confirm_speedup=3.0, settings={"num_workers": 4})
+    r, f = findings(s)
+    e = f["too-few-workers"]["evidence"]
+    assert "0: 100.0" in e and "4: 400.0" in e and "the fewest within 5% of the best is 4" in e
+    assert "Confirmed on the real training script" in e
+    assert f["too-few-workers"]["fix"] == "Use DataLoader(..., num_workers=4) for the training DataLoader."
+    assert r["recommendation"]["num_workers"] == 4 and r["recommendation"]["measured_speedup"] >= 2.5
+
+
+def test_too_few_workers_not_recommended_when_confirm_is_not_faster():
+    s = _sweep_session([(0, 100), (4, 400)], current=0, choice=4, confirm_speedup=1.0,
+                       settings={"num_workers": 4})
+    r, f = findings(s)
+    assert f["too-few-workers"]["severity"] == "info" and "did not speed up" in f["too-few-workers"]["title"]
+    assert r["recommendation"]["num_workers"] == 0  # unchanged: the confirm run decides
+
+
+def test_too_many_workers():
+    r, f = findings(_sweep_session([(2, 400), (4, 405), (8, 398)], current=8, choice=2))
+    assert "num_workers=2 is as fast as num_workers=8" in f["too-many-workers"]["title"]
+    assert "8: 398.0" in f["too-many-workers"]["evidence"]
+
+
+def _transforms_session(total, collate_s=0.01, fetch_s=None):
+    names = ["Decode", "Blur", "Normalize"]
+    ev = loader_event() + [{"e": "pipeline", "found": True, "kind": "Compose", "path": "dataset.transform.transforms",
+                            "names": names}]
+    for k in range(len(names) + 1):
+        ev += [{"e": "prefix", "k": k, "phase": "start"}, {"e": "prefix", "k": k, "phase": "ok", "batches": 2}]
+    fetch = fetch_s if fetch_s is not None else sum(total) + collate_s + 0.05
+    ts = {"total": total, "calls": [100] * 3, "fetch_s": fetch, "collate_s": collate_s, "samples": 100,
+          "batches": 10, "processes": 2}
+    return session([stage("baseline", loader_event() + steps(40, 0.05, 0.05)),
+                    stage("transforms", ev, tstats=ts)])
+
+
+def test_slow_transform():
+    r, f = findings(_transforms_session([0.1, 0.7, 0.05]))
+    assert [t["name"] for t in r["transforms"]] == ["Decode", "Blur", "Normalize"]
+    assert f["slow-transform"]["title"] == "Blur takes 78% of each sample's time"
+    assert "7.00 ms per sample of 9.0 ms" in f["slow-transform"]["evidence"]
+
+
+def test_no_slow_transform_when_costs_are_spread():
+    _, f = findings(_transforms_session([0.3, 0.3, 0.3]))
+    assert "slow-transform" not in f
+
+
+def test_slow_collate():
+    _, f = findings(_transforms_session([0.05, 0.05, 0.05], collate_s=0.5, fetch_s=0.7))
+    assert "collate_fn took 50.00 ms per batch, 71% of the time" in f["slow-collate"]["evidence"]
+
+
+def test_worker_startup():
+    ev = loader_event(nw=2) + steps(8, 0.01, 0.01, iterators=5, startup=1.0)
+    r, f = findings(session([stage("baseline", ev)]))
+    e = f["worker-startup"]["evidence"]
+    assert "5 iterators of the training loader each waited for a first batch (1.00 s, 1.00 s" in e
+    assert "persistent_workers=False" in e
+    assert "persistent_workers=True" in f["worker-startup"]["fix"]
+
+
+def test_worker_startup_for_a_loader_rebuilt_each_epoch():
+    ev = loader_event(nw=2, instances=5) + steps(8, 0.01, 0.01, iterators=5, startup=1.0)
+    _, f = findings(session([stage("baseline", ev)]))
+    assert "built again for every epoch" in f["worker-startup"]["fix"]
+
+
+@pytest.mark.parametrize("n_steps", [2, 4])
+def test_few_steps_are_inconclusive(n_steps):
+    r, f = findings(session([stage("baseline", loader_event() + steps(n_steps, 0.09, 0.01))]))
+    assert r["verdict"] == "inconclusive" and f == {}

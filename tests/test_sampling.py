@@ -1,0 +1,77 @@
+"""The parent-side sampler: deadline scheduling (fake clock), a real process tree, GPU
+degradation, and what the report keeps."""
+import subprocess
+import sys
+import time
+
+import pytest
+
+from loaderdoctor.gpu import Gpus
+from loaderdoctor.sampling import TreeSampler, downsample, loader_peaks
+
+
+class SlowSampler(TreeSampler):
+    """Each sample 'takes' `cost` seconds of fake time; stops itself after `n` samples."""
+
+    def __init__(self, cost, n, **kw):
+        self.fake = [0.0]
+        super().__init__(1, lambda: {}, stage="t", clock=lambda: self.fake[0], **kw)
+        self.cost, self.n = cost, n
+
+    def sample_once(self, n):
+        self.fake[0] += self.cost
+        self.system.append({"t": self.fake[0]})
+        if len(self.system) >= self.n:
+            self._halt.set()
+
+
+def test_deadline_scheduling_records_lateness_exactly():
+    s = SlowSampler(cost=0.35, n=4, interval=0.2)
+    s.run()  # in this thread: waits are 0 since the fake clock is always past the deadline
+    assert s.lateness == pytest.approx([0.15, 0.15, 0.15, 0.15])
+    assert s.summary()["late_samples"] == 4
+
+
+def test_no_lateness_when_samples_are_quick():
+    s = SlowSampler(cost=0.0, n=3, interval=0.01)
+    s.run()
+    assert s.lateness == [0.0, 0.0, 0.0]
+
+
+def test_real_tree_roles_and_memory():
+    code = ("import time, multiprocessing as mp\n"
+            "if __name__ == '__main__':\n"
+            "    ps = [mp.Process(target=time.sleep, args=(30,)) for _ in range(2)]\n"
+            "    [p.start() for p in ps]\n"
+            "    print('up', flush=True)\n"
+            "    time.sleep(30)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "up"  # synced on the child's own line
+        import psutil
+
+        kids = {c.pid for c in psutil.Process(proc.pid).children()}
+        ticks = iter(range(1000))
+        s = TreeSampler(proc.pid, lambda: {pid: "worker" for pid in kids}, stage="real", interval=0.05,
+                        clock=lambda: 0.2 * next(ticks))
+        for n in range(10):
+            s.sample_once(n)
+        roles = {r["pid"]: r["role"] for r in s.rows}
+        assert roles[proc.pid] == "main" and sum(1 for r in roles.values() if r == "worker") == 2
+        with_mem = [r for r in s.rows if "uss" in r]
+        assert with_mem and all(r["uss"] > 0 for r in with_mem)
+        assert len(with_mem) == 2 * 3  # memory on samples 0 and 5, for 3 processes
+        peaks = loader_peaks(s.summary())
+        assert peaks["peak_uss_mb"] > 0
+        ds = downsample(s.summary(), limit=4)
+        assert ds["downsampled_by"] == 3 and len(ds["series"]) == 4 and ds["points_measured"] == 10
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_gpu_unavailable_degrades_with_a_reason():
+    g = Gpus()  # no NVIDIA driver on this machine
+    if g.available:
+        pytest.skip("a GPU is present")
+    assert g.reason and g.devices() == [] and g.sample() == []
