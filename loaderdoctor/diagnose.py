@@ -30,6 +30,14 @@ THRESHOLDS = {
     "worker_startup_share": 0.20,
     # a confirm run must be at least this much faster for the change to be recommended
     "confirm_min_speedup": 1.05,
+    # /dev/shm must hold at least this many times the bytes the workers keep in flight
+    "shm_headroom": 2.0,
+    # the open-file limit must allow at least this many times the tensors in flight (one
+    # descriptor each under the file_descriptor sharing strategy), and at least 1024
+    "fd_headroom": 4.0,
+    "fd_min": 1024,
+    # all worker threads together above this many per effective CPU: oversubscribed
+    "threads_per_cpu": 2.0,
 }
 
 
@@ -65,9 +73,18 @@ def _where(c: dict | None) -> str:
 # ---------------------------------------------------------------- rules
 
 
+# Stages that run the user's real training loop. Hangs and crashes of the experiments
+# (sweep configurations, start methods, ablation) speak through their own rules and tables.
+REAL_RUNS = ("baseline", "confirm", "check")
+
+
+def _real(items: list[dict] | None) -> list[dict]:
+    return [x for x in items or [] if x.get("stage") in REAL_RUNS]
+
+
 def rule_hang(r: dict) -> list[Finding]:
     out = []
-    for h in r.get("hangs") or []:
+    for h in _real(r.get("hangs")):
         c = h.get("culprit")
         stage = next((s for s in r.get("stages", []) if s["name"] == h.get("stage")), {})
         roles = {}
@@ -103,9 +120,11 @@ def rule_hang(r: dict) -> list[Finding]:
 
 def rule_crashes(r: dict) -> list[Finding]:
     out = []
-    for c in r.get("crashes") or []:
+    for c in _real(r.get("crashes")):
         where = _where(c.get("culprit"))
         if c.get("role") == "worker":
+            if c.get("shm"):
+                continue  # rule_shm_small reports it, with the arithmetic
             if c.get("oom"):
                 out.append(Finding(
                     "worker-oom", "critical", "A DataLoader worker was killed for memory",
@@ -127,8 +146,9 @@ def rule_crashes(r: dict) -> list[Finding]:
             else:
                 what = f"exited unexpectedly (exit code {c.get('exit_code')})"
                 fix = "Run with num_workers=0 to see the error in the main process."
+            who = f"pid {c['pid']}" if c.get("pid") else f"worker {c.get('worker_id')}"
             out.append(Finding("worker-crash", "critical", f"A DataLoader worker {what.split(':')[0]}",
-                               f"In stage '{c['stage']}' a worker (pid {c.get('pid')}) {what}. Culprit: {where}.", fix))
+                               f"In stage '{c['stage']}' a worker ({who}) {what}. Culprit: {where}.", fix))
         else:
             what = c.get("exception_type") or c.get("signal") or "an error"
             out.append(Finding(
@@ -267,8 +287,150 @@ def rule_worker_startup(r: dict) -> list[Finding]:
                     f"time.{_confirm_text(r)}", fix)]
 
 
+def _runs(r: dict) -> dict:
+    return {row["method"]: row for row in r.get("start_methods") or []}
+
+
+def rule_fork_unsafe(r: dict) -> list[Finding]:
+    runs = _runs(r)
+    fork = runs.get("fork")
+    ok_others = [m for m in ("spawn", "forkserver") if runs.get(m, {}).get("status") == "ok"]
+    if not fork or fork["status"] not in ("hang", "crash") or not ok_others:
+        return []
+    bits = []
+    if fork["threads_at_start"]:
+        bits.append(f"threads alive when the workers were forked: {', '.join(fork['threads_at_start'])}")
+    if fork["native_pools"]:
+        bits.append(f"native thread-pool libraries loaded: {', '.join(fork['native_pools'])}")
+    if fork["cuda_init"]:
+        bits.append("CUDA was initialised before the fork")
+    why = "; ".join(bits) if bits else "no thread, native pool or CUDA context was seen at fork"
+    others = ", ".join(f"{m}: {runs[m]['status']}" for m in ("spawn", "forkserver") if m in runs)
+    return [Finding("fork-unsafe", "critical", f"The loader {fork['status']}s under fork but works under "
+                    f"{' and '.join(ok_others)}",
+                    f"The training loader was run under each start method: fork: {fork['status']} "
+                    f"({fork['detail']}); {others}. At fork: {why}.",
+                    f'Pass multiprocessing_context="{ok_others[0]}" to the DataLoader (keep the training code under '
+                    'an `if __name__ == "__main__":` guard), or start that thread only after the loader\'s workers '
+                    "have started.")]
+
+
+def rule_spawn_unsafe(r: dict) -> list[Finding]:
+    runs = _runs(r)
+    failed = [m for m in ("spawn", "forkserver") if runs.get(m, {}).get("status") in ("hang", "crash", "failed")]
+    if not failed or runs.get("fork", {}).get("status") != "ok":
+        return []
+    row = runs[failed[0]]
+    static = r.get("static") or {}
+    pk = row.get("pickle")
+    if pk and pk.get("path"):
+        title = f"{pk['path']} cannot be pickled for {failed[0]} workers"
+        reason = f"`{pk['path']}` ({pk.get('type')}) cannot be pickled: {pk.get('error')}"
+        fix = (f"Make `{pk['path']}` picklable: a module-level function or class instead of a lambda or a local "
+               "function (functools.partial of a module-level function works), or open handles lazily in the "
+               "worker.")
+    elif row.get("bootstrap_error") or static.get("has_guard") is False:
+        lines = ", ".join(str(x) for x in (static.get("toplevel_calls") or [])[:8])
+        title = "No `if __name__ == \"__main__\":` guard: spawn workers re-run the script"
+        reason = ("the script has no `if __name__ == \"__main__\":` guard, so each spawned worker re-runs its top "
+                  f"level (statements at lines {lines})" + ("; the workers failed with 'An attempt has been made to "
+                                                            "start a new process before the current process has "
+                                                            "finished its bootstrapping phase'"
+                                                            if row.get("bootstrap_error") else ""))
+        fix = ("Put the training code in a function and call it under `if __name__ == \"__main__\":`; keep the "
+               "Dataset class, collate_fn and worker_init_fn at module level.")
+    elif row.get("missing_main_attr"):
+        title = f"{row['missing_main_attr']} exists only in __main__: spawn workers cannot import it"
+        reason = (f"the workers failed with \"Can't get attribute '{row['missing_main_attr']}' on <module "
+                  "'__main__'>\": it is defined in the notebook or the main script's unguarded code")
+        fix = f"Move {row['missing_main_attr']} into a .py module and import it from there."
+    else:
+        title = f"The loader fails under {failed[0]} but works under fork"
+        reason = row.get("error") or row.get("detail")
+        fix = "Read the worker's error below; under spawn/forkserver everything the workers need must be importable."
+    others = ", ".join(f"{m}: {runs[m]['status']}" for m in ("fork", "spawn", "forkserver") if m in runs)
+    return [Finding("spawn-unsafe", "warning", title,
+                    f"The training loader was run under each start method ({others}). Under {failed[0]}: {reason}. "
+                    "spawn is the default on macOS and Windows, and forkserver on Linux from Python 3.14.", fix)]
+
+
+def _mb(x: float) -> str:
+    return f"{x / 2**20:.1f} MB"
+
+
+def rule_shm_small(r: dict) -> list[Finding]:
+    out = []
+    shm_crash = next((c for c in _real(r.get("crashes")) if c.get("shm")), None)
+    p = r.get("preflight") or {}
+    total, flight = p.get("shm_bytes_total"), p.get("in_flight_bytes")
+    arithmetic = None
+    if total and flight:
+        arithmetic = (f"/dev/shm holds {_mb(total)}; in flight: {p['num_workers']} workers x prefetch_factor "
+                      f"{p['prefetch_factor']} x {_mb(p['batch_bytes'])} per batch (measured: {p.get('batch_bytes_from')}) = "
+                      f"{_mb(flight)}")
+    if shm_crash:
+        out.append(Finding("shm-small", "critical", "Shared memory (/dev/shm) ran out",
+                           f"A worker failed with {shm_crash.get('signal') or shm_crash.get('exception_type')}: "
+                           f"{shm_crash.get('message')}." + (f" {arithmetic}." if arithmetic else ""),
+                           "Give the container more shared memory (docker run --shm-size=8g, or --ipc=host; in "
+                           "Kubernetes an emptyDir with medium: Memory on /dev/shm), or lower num_workers, "
+                           "prefetch_factor or the batch size."))
+    elif arithmetic and total < THRESHOLDS["shm_headroom"] * flight:
+        out.append(Finding("shm-small", "warning", "/dev/shm is too small for the batches in flight",
+                           f"{arithmetic}, more than half of it; a second live iterator (validation) doubles that.",
+                           f"Raise /dev/shm to at least {_mb(4 * flight)} (docker --shm-size), or lower num_workers, "
+                           "prefetch_factor or the batch size."))
+    return out
+
+
+def rule_fd_limit(r: dict) -> list[Finding]:
+    fd_crash = next((c for c in _real(r.get("crashes")) if any(
+        s in (c.get("message") or "") for s in ("Too many open files", "received 0 items of ancdata"))), None)
+    p = r.get("preflight") or {}
+    limit, tensors = p.get("open_files_limit"), p.get("in_flight_tensors")
+    fix = ("Raise the limit (`ulimit -n 65536` before training), or call "
+           "torch.multiprocessing.set_sharing_strategy('file_system') at the start of the script; do not keep "
+           "references to whole batches.")
+    if fd_crash:
+        return [Finding("fd-limit", "critical", "The process ran out of file descriptors",
+                        f"The run failed with: {fd_crash.get('message')}. Open-file limit: {limit}.", fix)]
+    if limit and tensors and p.get("num_workers") and (limit < THRESHOLDS["fd_headroom"] * tensors
+                                                       or limit < THRESHOLDS["fd_min"]):
+        return [Finding("fd-limit", "warning", f"The open-file limit ({limit}) is low for this loader",
+                        f"Each batch holds {p['tensors_per_batch']} tensors; {p['num_workers']} workers x prefetch_factor "
+                        f"{p['prefetch_factor']} keep {tensors} in flight, one file descriptor each when shared "
+                        f"with the main process; the soft limit is {limit}.", fix)]
+    return []
+
+
+def rule_cuda_before_fork(r: dict) -> list[Finding]:
+    p = r.get("preflight") or {}
+    if not p.get("cuda_init_at_fork"):
+        return []
+    return [Finding("cuda-before-fork", "critical", "CUDA was initialised before the loader forked its workers",
+                    f"torch.cuda.is_initialized() was True when the fork-started training loader started its "
+                    f"{p['num_workers']} workers: CUDA cannot be used in a forked child, and any CUDA call in the "
+                    "dataset or transforms fails or hangs there.",
+                    "Keep the dataset and transforms on the CPU (return CPU tensors; move the batch with "
+                    ".to(device, non_blocking=True) and pin_memory=True), or use multiprocessing_context=\"spawn\".")]
+
+
+def rule_thread_oversubscription(r: dict) -> list[Finding]:
+    p = r.get("preflight") or {}
+    total, cpus, nw = p.get("worker_threads_total_max"), p.get("cpu_count_effective"), p.get("num_workers") or 0
+    if not total or not cpus or nw < 2 or total <= THRESHOLDS["threads_per_cpu"] * cpus:
+        return []
+    return [Finding("thread-oversubscription", "warning",
+                    f"{total} worker threads compete for {cpus} CPUs",
+                    f"Sampled during the baseline: {nw} workers with up to {p['worker_threads_max']} threads each, "
+                    f"{total} threads at once, on {cpus} effective CPUs (affinity and cgroup quota).",
+                    "Limit each worker to one thread: set OMP_NUM_THREADS=1 and MKL_NUM_THREADS=1 in the "
+                    "environment, or call torch.set_num_threads(1) and cv2.setNumThreads(0) in worker_init_fn.")]
+
+
 RULES: list[Rule] = [rule_hang, rule_crashes, rule_data_or_compute_bound, rule_workers, rule_slow_transform,
-                     rule_slow_collate, rule_worker_startup]
+                     rule_slow_collate, rule_worker_startup, rule_fork_unsafe, rule_spawn_unsafe, rule_shm_small,
+                     rule_fd_limit, rule_cuda_before_fork, rule_thread_oversubscription]
 
 
 def _train_loader(r: dict) -> dict | None:
@@ -282,9 +444,9 @@ def _train_loader(r: dict) -> dict | None:
 
 
 def verdict(r: dict) -> str:
-    if r.get("hangs"):
+    if _real(r.get("hangs")):
         return "hang"
-    if r.get("crashes"):
+    if _real(r.get("crashes")):
         return "crash"
     b = r.get("baseline") or {}
     frac = b.get("data_wait_fraction")

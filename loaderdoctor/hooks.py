@@ -93,6 +93,43 @@ def count_samples(batch: Any, default: int = 1) -> int:
     return default
 
 
+def batch_bytes(batch: Any, limit: int = 10_000) -> tuple[int, int]:
+    """(bytes, tensors) in a batch: what crosses /dev/shm per batch from a worker."""
+    total = count = 0
+    stack = [batch]
+    while stack and count < limit:
+        x = stack.pop()
+        nbytes = getattr(x, "nbytes", None)
+        if nbytes is not None and hasattr(x, "shape"):
+            total += int(nbytes)
+            count += 1
+        elif isinstance(x, (list, tuple)):
+            stack.extend(x)
+        elif isinstance(x, dict):
+            stack.extend(x.values())
+    return total, count
+
+
+_POOL_LIBS = ("libgomp", "libiomp", "libomp", "libopenblas", "libmkl_rt", "cv2", "libtbb")
+
+
+def native_thread_pools() -> list[str]:
+    """Native libraries with thread pools mapped in this process (fork-unsafe when their
+    threads are running at fork): read once per iterator that starts workers."""
+    found = set()
+    try:
+        with open(f"/proc/{os.getpid()}/maps") as f:
+            for line in f:
+                path = line.rsplit(" ", 1)[-1].strip()
+                base = os.path.basename(path)
+                for lib in _POOL_LIBS:
+                    if base.startswith(lib):
+                        found.add(base.split(".so")[0])
+    except OSError:
+        pass
+    return sorted(found)
+
+
 def call_site(depth: int = 2, chain: int = 3) -> str:
     """Where a loader was constructed: the innermost user frames, innermost first, e.g.
     "train.py:9 < train.py:31". The chain tells apart train and validation loaders that
@@ -262,6 +299,7 @@ class Recorder:
         if idx is None:
             idx = self.site_index(call_site(3))
         it._ld_state = _IterState(idx, t_start)
+        it._ld_loader = loader  # the iterator already holds its loader; this adds no lifetime
         workers = getattr(it, "_workers", None) or []
         pids = [getattr(w, "pid", None) for w in workers]
         try:
@@ -270,8 +308,28 @@ class Recorder:
             cuda_init = bool(torch.cuda.is_initialized())
         except Exception:
             cuda_init = None
-        self.emit(json.dumps({"e": "it", "l": idx, "t": t_start - self.t0, "workers": pids,
-                              "threads": threads, "cuda_init": cuda_init}))
+        ev = {"e": "it", "l": idx, "t": t_start - self.t0, "workers": pids, "threads": threads,
+              "cuda_init": cuda_init}
+        if pids:
+            ev["native_pools"] = native_thread_pools()
+        self.emit(json.dumps(ev))
+
+    def on_iter_error(self, loader: Any, exc: Exception) -> None:
+        """Starting the iterator failed (under spawn/forkserver: pickling the dataset or
+        functions for the workers): name the first attribute that cannot be pickled."""
+        if loader.num_workers == 0:
+            return
+        from loaderdoctor.picklecheck import first_unpicklable
+
+        wif = loader.worker_init_fn
+        parts = {"dataset": loader.dataset, "collate_fn": loader.collate_fn,
+                 "worker_init_fn": wif.user_fn if isinstance(wif, ChainedWorkerInit) else wif}
+        try:
+            found = first_unpicklable(parts)
+        except Exception as err:  # never let the diagnosis replace the user's error
+            found = {"path": None, "error": f"{type(err).__name__}: {err}"}
+        self.emit(json.dumps({"e": "pickle", "l": getattr(loader, "_ld_site", None), "exc_type": type(exc).__name__,
+                              "exc": str(exc)[:500], **(found or {"path": None})}, default=str))
 
     def before_next(self, it: Any, t0: float) -> _IterState | None:
         if os.getpid() != self.pid:
@@ -303,7 +361,9 @@ class Recorder:
         self.batches[site] = seen + 1
         if st.first:
             s = None if st.t_start is None else t1 - st.t_start
-            self.emit(f'{{"e":"b","l":{site},"i":{st.count},"w":{t1 - t0:.6f},"c":null,"n":{n},"s":{_num(s)}}}')
+            nbytes, ntensors = batch_bytes(batch)
+            self.emit(f'{{"e":"b","l":{site},"i":{st.count},"w":{t1 - t0:.6f},"c":null,"n":{n},"s":{_num(s)},'
+                      f'"bytes":{nbytes},"tensors":{ntensors}}}')
             st.first = False
         else:
             if seen > self.site_warmup.get(site, self.warmup):
@@ -344,6 +404,20 @@ class Recorder:
                 continue
         if codes:
             self.emit(json.dumps({"e": "wexit", "codes": codes}))
+
+    def estimate_batch(self, loader: Any, exc: BaseException) -> None:
+        """Shared memory ran out before any batch arrived: measure one sample here, in the
+        main process, so the report can show the arithmetic (bytes x batch size)."""
+        text = str(exc)
+        if not any(s in text for s in ("shared memory", "No space left on device", "Bus error", "shm")):
+            return
+        try:
+            nbytes, ntensors = batch_bytes(loader.dataset[0])
+        except Exception:
+            return
+        bs = loader.batch_size or 1
+        self.emit(json.dumps({"e": "batch_estimate", "l": getattr(loader, "_ld_site", None),
+                              "bytes": nbytes * bs, "tensors": ntensors, "from": "one sample x batch_size"}))
 
     def on_exhausted(self, st: _IterState | None, t0: float) -> None:
         if st is None or st.t_last is None:
@@ -405,7 +479,11 @@ def install(rec: Recorder) -> None:
             rec.drain(self)
         t_start = clock()
         threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
-        it = orig_iter(self)
+        try:
+            it = orig_iter(self)
+        except Exception as exc:
+            rec.on_iter_error(self, exc)
+            raise
         try:
             rec.on_iter(self, it, t_start, threads)
         except AttributeError:  # an iterator type that refuses attributes: time it anyway
@@ -422,8 +500,11 @@ def install(rec: Recorder) -> None:
         except StopIteration:
             rec.on_exhausted(st, t0)
             raise
-        except Exception:
+        except Exception as exc:
             rec.on_error(self)
+            loader = getattr(self, "_ld_loader", None)
+            if loader is not None:
+                rec.estimate_batch(loader, exc)
             raise
         rec.on_batch(st, t0, clock(), batch)
         return batch

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from loaderdoctor import envinfo, metrics, stages, tuning
+from loaderdoctor import envinfo, metrics, stages, static, tuning
 from loaderdoctor.errors import EXIT_INTERRUPTED, EXIT_USAGE, LoaderDoctorError
 from loaderdoctor.gpu import Gpus
 from loaderdoctor.render import get as get_renderer
@@ -19,7 +19,7 @@ from loaderdoctor.session import Session
 from loaderdoctor.stage import StageResult
 from loaderdoctor.target import Target
 
-ALL_STAGES = ["baseline", "loader-only", "workers", "transforms", "confirm"]
+ALL_STAGES = ["baseline", "loader-only", "workers", "transforms", "context", "confirm"]
 
 
 @dataclass
@@ -128,6 +128,14 @@ def _train_loader(res: StageResult) -> dict:
     return out
 
 
+def target_static(target: Target) -> dict:
+    try:
+        with open(target.path, encoding="utf-8", errors="replace") as f:
+            return static.main_guard(f.read())
+    except OSError:
+        return {}
+
+
 def probe(target: Target, opts: ProbeOptions, *, on_stage: Callable[[str, StageResult | None], None] | None = None,
           on_event: Callable[[dict], None] | None = None) -> dict:
     wanted = plan(opts)
@@ -136,6 +144,7 @@ def probe(target: Target, opts: ProbeOptions, *, on_stage: Callable[[str, StageR
     out_dir = opts.out
     os.makedirs(out_dir, exist_ok=True)
     ctx = stages.Ctx(target, opts, session, out_dir, on_stage=on_stage, on_event=on_event, gpus=gpus)
+    session.notes["static"] = target_static(target)
     try:
         base = ctx.run("baseline")
         if base is None:
@@ -162,6 +171,8 @@ def probe(target: Target, opts: ProbeOptions, *, on_stage: Callable[[str, StageR
                 ctx.skip("workers", f"the baseline ended in '{base.status}'")
         if "transforms" in wanted:
             stages.transforms(ctx)
+        if "context" in wanted:
+            stages.start_methods(ctx, base)
         if "confirm" in wanted:
             settings = tuning.recommended_settings(ctx.train_loader, choice, ctx.train_loader.get("iterators", 0))
             session.notes["confirm_settings"] = settings
@@ -179,7 +190,8 @@ def probe(target: Target, opts: ProbeOptions, *, on_stage: Callable[[str, StageR
             "Interrupted: loaderdoctor ended the script and its workers. A partial report of what was measured "
             f"is in {written['paths'].get('md')}.", EXIT_INTERRUPTED, report_path=written["paths"].get("md"))
     for name in wanted:
-        if not session.stage(name) and not any(s["name"] == name for s in session.skipped) and name != "workers":
+        if not session.stage(name) and not any(s["name"] == name for s in session.skipped) \
+                and name not in ("workers", "context"):
             ctx.skip(name, "not run")
     session.ended = time.time()
     return write_outputs(session, out_dir)

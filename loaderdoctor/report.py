@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from loaderdoctor import crash, diagnose, metrics, sampling
 from loaderdoctor.session import Session
 
@@ -100,6 +102,9 @@ def build_report(session: Session) -> dict:
     r["sweep"] = session.notes.get("workers_sweep")
     r["transforms"], r["collate"], r["pipeline"] = transform_rows(session.stage("transforms"))
     r["confirm"] = confirm_block(session, r["baseline"])
+    r["start_methods"] = context_rows(session)
+    r["static"] = session.notes.get("static") or {}
+    r["preflight"] = preflight(session, r["loaders"])
     train = next((l for l in r["loaders"] if l.get("role") == "train"), None)
     if r["confirm"] and train is not None:
         r["_best_config"] = {**{k: train.get(k) for k in ("num_workers", "pin_memory", "persistent_workers",
@@ -217,3 +222,70 @@ def confirm_block(session: Session, baseline: dict) -> dict | None:
         if b and c:
             out["speedup"] = round(c / b, 3)
     return out
+
+
+_MISSING_ATTR = re.compile(r"Can't get attribute '([^']+)' on <module '__main__'")
+
+
+def context_rows(session: Session) -> list[dict]:
+    """One row per start method the context stage tried (or the baseline stood for)."""
+    notes = session.notes.get("start_methods") or {}
+    rows = []
+    for method, stage_name in (notes.get("runs") or {}).items():
+        st = session.stage(stage_name)
+        if st is None:
+            continue
+        its = [e for e in st.get("events", []) if e.get("e") == "it" and e.get("workers")]
+        threads = sorted({t for e in its for t in e.get("threads") or []})
+        pools = sorted({p for e in its for p in e.get("native_pools") or []})
+        pickle_ev = next((e for e in st.get("events", []) if e.get("e") == "pickle"), None)
+        stderr = st.get("stderr_tail") or ""
+        missing = _MISSING_ATTR.search(stderr)
+        exc = ((st.get("exit") or {}).get("exc") or {})
+        rows.append({
+            "method": method, "stage": stage_name, "status": st["status"], "detail": st.get("detail", ""),
+            "threads_at_start": threads, "native_pools": pools,
+            "cuda_init": any(e.get("cuda_init") for e in its),
+            "pickle": pickle_ev, "bootstrap_error": "bootstrapping phase" in stderr,
+            "missing_main_attr": missing.group(1) if missing else None,
+            "error": f"{exc.get('type')}: {(exc.get('message') or '').strip().splitlines()[0]}" if exc.get("type")
+            and exc.get("message") else None,
+        })
+    return rows
+
+
+def preflight(session: Session, loaders: list[dict]) -> dict:
+    """Numbers the pre-flight rules compare: /dev/shm and the open-file limit against what
+    the training loader keeps in flight, CUDA at fork, threads per worker."""
+    env = session.environment
+    base = session.stage("baseline") or {}
+    train = next((l for l in loaders if l.get("role") == "train"), {})
+    idx = train.get("index")
+    first = next((e for e in base.get("events", []) if e.get("e") == "b" and e.get("l") == idx and "s" in e), {})
+    nw = train.get("num_workers") or 0
+    pf = train.get("prefetch_factor") or (2 if nw else 0)
+    its = [e for e in base.get("events", []) if e.get("e") == "it" and e.get("l") == idx and e.get("workers")]
+    worker_threads = [r["threads"] for r in ((base.get("samples") or {}).get("rows") or []) if r["role"] == "worker"]
+    by_t: dict[float, int] = {}
+    for r in ((base.get("samples") or {}).get("rows") or []):
+        if r["role"] == "worker":
+            by_t[r["t"]] = by_t.get(r["t"], 0) + r["threads"]
+    if first.get("bytes") is None:  # no batch arrived: the runner's estimate, if it made one
+        est = next((e for e in base.get("events", []) if e.get("e") == "batch_estimate"), None)
+        if est:
+            first = {"bytes": est["bytes"], "tensors": est["tensors"], "from": "one sample x batch_size"}
+    batch_bytes = first.get("bytes")
+    return {
+        "num_workers": nw, "prefetch_factor": pf if nw else None,
+        "start_method": train.get("start_method"),
+        "batch_bytes": batch_bytes, "tensors_per_batch": first.get("tensors"),
+        "batch_bytes_from": first.get("from", "the first batch") if batch_bytes is not None else None,
+        "in_flight_bytes": nw * pf * batch_bytes if nw and batch_bytes is not None else None,
+        "in_flight_tensors": nw * pf * first["tensors"] if nw and first.get("tensors") is not None else None,
+        "shm_bytes_total": env.get("shm_bytes_total"),
+        "open_files_limit": env.get("open_files_limit"),
+        "cuda_init_at_fork": any(e.get("cuda_init") for e in its) if train.get("start_method") == "fork" else False,
+        "worker_threads_max": max(worker_threads) if worker_threads else None,
+        "worker_threads_total_max": max(by_t.values()) if by_t else None,
+        "cpu_count_effective": env.get("cpu_count_effective"),
+    }

@@ -86,7 +86,7 @@ class _Reader(threading.Thread):
                     self.on_event(ev)
 
 
-def _tail(path: str, limit: int = 4000) -> str:
+def _tail(path: str, limit: int = 8000) -> str:
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)

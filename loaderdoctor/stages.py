@@ -133,3 +133,26 @@ def read_tstats(stage_dir: str) -> dict | None:
 def confirm(ctx: Ctx, settings: dict) -> StageResult | None:
     """Re-run the real training script with the recommended loader settings."""
     return ctx.run("confirm", overrides=settings, override_site=ctx.train_site)
+
+
+START_METHODS = ("fork", "spawn", "forkserver")
+
+
+def start_methods(ctx: Ctx, baseline: StageResult) -> None:
+    """Drain the training loader under each start method (with at least 2 workers). The
+    method the baseline already used is not run again: its outcome is the baseline's."""
+    nw = ctx.train_loader.get("num_workers") or 0
+    default = ctx.session.environment.get("start_method_default") or "fork"
+    current = (ctx.train_loader.get("start_method") or default) if nw > 0 else None
+    runs = {}
+    for method in START_METHODS:
+        if method == current:
+            runs[method] = "baseline"
+            continue
+        res = ctx.run(f"context-{method}", mode="drain", target_site=ctx.train_site, drain_seconds=3.0, steps=5,
+                      overrides={"multiprocessing_context": method, "num_workers": max(nw, 2)},
+                      override_site=ctx.train_site)
+        if res is None:
+            break
+        runs[method] = f"context-{method}"
+    ctx.session.notes["start_methods"] = {"runs": runs, "num_workers": max(nw, 2), "current": current}

@@ -208,3 +208,98 @@ def test_worker_startup_for_a_loader_rebuilt_each_epoch():
 def test_few_steps_are_inconclusive(n_steps):
     r, f = findings(session([stage("baseline", loader_event() + steps(n_steps, 0.09, 0.01))]))
     assert r["verdict"] == "inconclusive" and f == {}
+
+
+def _context_session(fork="ok", spawn="ok", forkserver="ok", spawn_extra=None, stderr="", static=None):
+    st = [stage("baseline", loader_event(nw=2, method="fork") + steps(40, 0.05, 0.05))]
+    runs = {}
+    for method, status in (("fork", fork), ("spawn", spawn), ("forkserver", forkserver)):
+        ev = loader_event(nw=2, method=method) + [
+            {"e": "it", "l": 0, "t": 0, "workers": [5, 6], "threads": ["metrics-flusher"] if method == "fork" else [],
+             "cuda_init": False, "native_pools": ["libgomp"] if method == "fork" else []}]
+        if method == "spawn" and spawn_extra:
+            ev.append(spawn_extra)
+        st.append(stage(f"context-{method}", ev, status=status, detail=f"{status} detail",
+                        stderr_tail=stderr if method != "fork" else ""))
+        runs[method] = f"context-{method}"
+    return session(st, {"start_methods": {"runs": runs}, "static": static or {"has_guard": True}})
+
+
+def test_fork_unsafe_names_the_thread_and_the_library():
+    _, f = findings(_context_session(fork="hang"))
+    e = f["fork-unsafe"]["evidence"]
+    assert "fork: hang" in e and "spawn: ok, forkserver: ok" in e
+    assert "metrics-flusher" in e and "libgomp" in e
+    assert 'multiprocessing_context="spawn"' in f["fork-unsafe"]["fix"]
+
+
+def test_spawn_unsafe_names_the_unpicklable_attribute_path():
+    pk = {"e": "pickle", "path": "dataset.transform.transforms[2]", "type": "function",
+          "error": "AttributeError: Can't pickle local object 'main.<locals>.<lambda>'"}
+    _, f = findings(_context_session(spawn="crash", forkserver="crash", spawn_extra=pk))
+    assert f["spawn-unsafe"]["title"] == "dataset.transform.transforms[2] cannot be pickled for spawn workers"
+    assert "Can't pickle local object" in f["spawn-unsafe"]["evidence"]
+
+
+def test_spawn_unsafe_names_the_missing_main_guard():
+    _, f = findings(_context_session(spawn="crash", stderr="RuntimeError: ... bootstrapping phase ...",
+                                     static={"has_guard": False, "toplevel_calls": [14, 15]}))
+    assert "No `if __name__" in f["spawn-unsafe"]["title"]
+    assert "statements at lines 14, 15" in f["spawn-unsafe"]["evidence"]
+
+
+def test_spawn_unsafe_names_a_class_only_in_main():
+    err = "AttributeError: Can't get attribute 'CellDataset' on <module '__main__' (built-in)>"
+    _, f = findings(_context_session(spawn="crash", stderr=err))
+    assert "CellDataset exists only in __main__" in f["spawn-unsafe"]["title"]
+    assert "Move CellDataset into a .py module" in f["spawn-unsafe"]["fix"]
+
+
+def test_no_context_finding_when_every_method_works():
+    _, f = findings(_context_session())
+    assert "fork-unsafe" not in f and "spawn-unsafe" not in f
+
+
+def _preflight_session(shm=None, files=65536, cuda=False, threads=None, nw=2, nbytes=8 * 2**20, tensors=3):
+    ev = loader_event(nw=nw, prefetch=2, method="fork")
+    ev += [{"e": "it", "l": 0, "t": 0, "workers": [5, 6][:nw], "threads": [], "cuda_init": cuda}]
+    ev += [{"e": "b", "l": 0, "i": 0, "w": 0.1, "c": None, "n": 8, "s": 0.1, "bytes": nbytes, "tensors": tensors}]
+    ev += steps(20, 0.01, 0.01)[2:]
+    samples = None
+    if threads:
+        samples = {"rows": [{"t": 0.2, "pid": 5 + k, "role": "worker", "threads": threads, "cpu": 50.0}
+                            for k in range(nw)], "system": []}
+    return session([stage("baseline", ev, samples=samples)], shm_bytes_total=shm, open_files_limit=files)
+
+
+def test_shm_small_shows_the_arithmetic():
+    _, f = findings(_preflight_session(shm=40 * 2**20))
+    e = f["shm-small"]["evidence"]
+    assert "/dev/shm holds 40.0 MB; in flight: 2 workers x prefetch_factor 2 x 8.0 MB per batch" in e
+    assert "(measured: the first batch)" in e
+    assert "= 32.0 MB" in e
+    _, f = findings(_preflight_session(shm=64 * 2**30))
+    assert "shm-small" not in f
+
+
+def test_fd_limit():
+    _, f = findings(_preflight_session(files=256))
+    assert "The open-file limit (256)" in f["fd-limit"]["title"]
+    assert "keep 12 in flight" in f["fd-limit"]["evidence"]
+    _, f = findings(_preflight_session(files=65536))
+    assert "fd-limit" not in f
+
+
+def test_cuda_before_fork():
+    _, f = findings(_preflight_session(cuda=True))
+    assert "torch.cuda.is_initialized() was True" in f["cuda-before-fork"]["evidence"]
+    _, f = findings(_preflight_session(cuda=False))
+    assert "cuda-before-fork" not in f
+
+
+def test_thread_oversubscription():
+    _, f = findings(_preflight_session(threads=9, nw=2))
+    assert "18 worker threads compete for 2 CPUs" == f["thread-oversubscription"]["title"]
+    assert "OMP_NUM_THREADS=1" in f["thread-oversubscription"]["fix"]
+    _, f = findings(_preflight_session(threads=1, nw=2))
+    assert "thread-oversubscription" not in f
