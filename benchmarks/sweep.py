@@ -19,7 +19,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from loaderdoctor import envinfo, metrics, stages, tuning  # noqa: E402
-from loaderdoctor.probe import ProbeOptions  # noqa: E402
+from loaderdoctor.orchestrate import ProbeOptions  # noqa: E402
 from loaderdoctor.session import Session  # noqa: E402
 from loaderdoctor.target import Target  # noqa: E402
 

@@ -2,12 +2,12 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "assert_loader_healthy", "LoaderUnhealthy"]
+__all__ = ["__version__", "assert_loader_healthy", "LoaderUnhealthy", "probe"]
 
 
 def __getattr__(name):
     # Lazy: `import loaderdoctor` must stay cheap (it is imported by spawned workers).
-    if name in ("assert_loader_healthy", "LoaderUnhealthy"):
+    if name in ("assert_loader_healthy", "LoaderUnhealthy", "probe", "LiveReport"):
         from loaderdoctor import inprocess
 
         return getattr(inprocess, name)

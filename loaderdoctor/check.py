@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 
 from loaderdoctor import envinfo
 from loaderdoctor.errors import EXIT_CRASH, EXIT_HANG, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, LoaderDoctorError
-from loaderdoctor.probe import _never_iterated
+from loaderdoctor.orchestrate import _never_iterated
 from loaderdoctor.render.text import frame_line
 from loaderdoctor.report import build_report
 from loaderdoctor.session import Session

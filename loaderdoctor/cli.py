@@ -52,7 +52,7 @@ def probe(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show events and the derivation."),
 ) -> None:
     """Run the staged probes on TARGET and write the report."""
-    from loaderdoctor import probe as core
+    from loaderdoctor import orchestrate as core
     from loaderdoctor import target as target_mod
     from loaderdoctor.render import console as console_view
 

@@ -146,8 +146,13 @@ def rule_crashes(r: dict) -> list[Finding]:
             else:
                 what = f"exited unexpectedly (exit code {c.get('exit_code')})"
                 fix = "Run with num_workers=0 to see the error in the main process."
+                if c.get("missing_main_attr"):
+                    what += f"; it printed: {c['worker_error']}"
+                    fix = (f"{c['missing_main_attr']} lives only in __main__, which a spawn/forkserver worker cannot "
+                           f"import: move it into a .py module and import it from there.")
             who = f"pid {c['pid']}" if c.get("pid") else f"worker {c.get('worker_id')}"
-            out.append(Finding("worker-crash", "critical", f"A DataLoader worker {what.split(':')[0]}",
+            title = what.split(";")[0].split(":")[0]
+            out.append(Finding("worker-crash", "critical", f"A DataLoader worker {title}",
                                f"In stage '{c['stage']}' a worker ({who}) {what}. Culprit: {where}.", fix))
         else:
             what = c.get("exception_type") or c.get("signal") or "an error"
@@ -354,6 +359,27 @@ def rule_spawn_unsafe(r: dict) -> list[Finding]:
                     "spawn is the default on macOS and Windows, and forkserver on Linux from Python 3.14.", fix)]
 
 
+def rule_notebook_only(r: dict) -> list[Finding]:
+    sf = r.get("script_form")
+    base = next((s for s in r.get("stages") or [] if s["name"] == "baseline"), None)
+    if not sf or not base or base["status"] not in ("hang", "crash", "failed") or sf["status"] != "ok":
+        return []
+    crash = next((c for c in _real(r.get("crashes")) if c.get("stage") == "baseline"), {})
+    missing = crash.get("missing_main_attr")
+    if missing:
+        why = (f"The DataLoader workers could not import {missing}: it is defined in a notebook cell, and a "
+               f"spawn/forkserver worker imports the kernel's __main__, which does not have it. The worker printed "
+               f"\"{crash.get('worker_error')}\" to the kernel's log, which the notebook never shows.")
+        fix = (f"Move {missing} (and the functions it uses) into a .py module next to the notebook and import it "
+               "from there; or use num_workers=0 inside the notebook.")
+    else:
+        why = f"In the notebook: {base['detail']}."
+        fix = "Run the training as a script, or move the Dataset and its helpers into a .py module imported by the notebook."
+    return [Finding("notebook-only", "critical", "The notebook fails where the same code as a script works",
+                    f"The notebook, run in a Jupyter kernel: {base['status']} ({base['detail']}). The same code cells "
+                    f"as a script ({sf.get('path')}): ok. {why}", fix)]
+
+
 def _mb(x: float) -> str:
     return f"{x / 2**20:.1f} MB"
 
@@ -430,7 +456,7 @@ def rule_thread_oversubscription(r: dict) -> list[Finding]:
 
 RULES: list[Rule] = [rule_hang, rule_crashes, rule_data_or_compute_bound, rule_workers, rule_slow_transform,
                      rule_slow_collate, rule_worker_startup, rule_fork_unsafe, rule_spawn_unsafe, rule_shm_small,
-                     rule_fd_limit, rule_cuda_before_fork, rule_thread_oversubscription]
+                     rule_fd_limit, rule_cuda_before_fork, rule_thread_oversubscription, rule_notebook_only]
 
 
 def _train_loader(r: dict) -> dict | None:

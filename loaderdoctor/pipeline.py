@@ -193,10 +193,14 @@ def _patch_fetchers() -> None:
         cls.fetch = fetch
 
 
-def install_timing(pipe: Pipeline, out_dir: str) -> None:
-    """Time every step of `pipe` in this process; results go to out_dir/tstats-<pid>.json."""
+def install_timing(pipe: Pipeline | None, out_dir: str) -> None:
+    """Time every step of `pipe` (if any), fetches and collate in this process; results go
+    to out_dir/tstats-<pid>.json."""
     global _STATS
-    _STATS = _Stats(len(pipe.full), out_dir)
+    _STATS = _Stats(len(pipe.full) if pipe else 0, out_dir)
+    if pipe is None:
+        _patch_fetchers()
+        return
     steps = list(pipe.full)
     for pos, t in enumerate(steps):
         if isinstance(t, (types.FunctionType, types.BuiltinFunctionType, types.MethodType, types.LambdaType)):
@@ -236,8 +240,7 @@ class TimingWorkerInit:
 
         info = get_worker_info()
         pipe, _ = find_pipeline(info.dataset) if info is not None else (None, "")
-        if pipe is not None:
-            install_timing(pipe, self.out_dir)
+        install_timing(pipe, self.out_dir)
         if self.inner is not None:
             self.inner(worker_id)
 
@@ -264,9 +267,9 @@ def run_transforms_stage(rec, loader) -> None:
     rec.busy = True
     emit = rec.emit
     pipe, reason = find_pipeline(loader.dataset)
-    if pipe is None:
+    if pipe is None:  # no steps to ablate; samples and collate are still timed
         emit(json.dumps({"e": "pipeline", "found": False, "reason": reason}))
-        raise StopProbe("steps")
+        _timed_drain(rec, loader, None, loader.collate_fn)
     names = pipe.names()
     emit(json.dumps({"e": "pipeline", "found": True, "kind": pipe.kind, "path": pipe.path, "names": names}))
     orig_collate = loader.collate_fn
@@ -296,14 +299,18 @@ def run_transforms_stage(rec, loader) -> None:
         pipe.set_steps(pipe.full)
         loader.collate_fn = orig_collate
         rec.steps, rec.max_seconds = steps, max_seconds
-    # the full pipeline, timed where it runs
+    _timed_drain(rec, loader, pipe, orig_collate)
+
+
+def _timed_drain(rec, loader, pipe: Pipeline | None, orig_collate) -> None:
+    """The full pipeline, timed where it runs (the workers, or here with num_workers=0)."""
     out_dir = rec.stage_dir or "."
     loader.collate_fn = TimedCollate(orig_collate)
     if loader.num_workers > 0:
         loader.worker_init_fn = TimingWorkerInit(loader.worker_init_fn, out_dir)
     else:
         install_timing(pipe, out_dir)
-    emit(json.dumps({"e": "timing", "phase": "start"}))
+    rec.emit(json.dumps({"e": "timing", "phase": "start"}))
     rec.measured = {}
     rec.batches = {}
     rec.drain(loader)

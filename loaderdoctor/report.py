@@ -91,6 +91,10 @@ def build_report(session: Session) -> dict:
             c = crash.classify(st["name"], (st.get("exit") or {}).get("exc"), st.get("returncode"),
                                st.get("fatal_dumps") or [], st.get("oom_kills") or 0, exits)
             if c:
+                missing = _MISSING_ATTR.search(st.get("stderr_tail") or "")
+                if c["role"] == "worker" and missing:  # what the worker printed before exiting
+                    c["missing_main_attr"] = missing.group(1)
+                    c["worker_error"] = missing.group(0) + ">"
                 r["crashes"].append(c)
     for sk in session.skipped:
         r["stages"].append({"name": sk["name"], "status": "skipped", "seconds": 0.0, "detail": sk["reason"]})
@@ -104,6 +108,9 @@ def build_report(session: Session) -> dict:
     r["confirm"] = confirm_block(session, r["baseline"])
     r["start_methods"] = context_rows(session)
     r["static"] = session.notes.get("static") or {}
+    sf = session.stage("script-form")
+    r["script_form"] = ({"status": sf["status"], "detail": sf.get("detail", ""),
+                         "path": (session.notes.get("script_form") or {}).get("path")} if sf else None)
     r["preflight"] = preflight(session, r["loaders"])
     train = next((l for l in r["loaders"] if l.get("role") == "train"), None)
     if r["confirm"] and train is not None:
@@ -159,8 +166,13 @@ def transform_rows(stage: dict | None) -> tuple[list[dict], dict | None, dict]:
     if pipe is None:
         return [], None, {"found": None, "reason": f"the stage ended before the pipeline was located "
                                                    f"({stage['status']}: {stage.get('detail', '')})"}
+    ts = stage.get("tstats")
     if not pipe.get("found"):
-        return [], None, {"found": False, "reason": pipe.get("reason")}
+        collate = None
+        if ts and ts["batches"] and ts["fetch_s"] > 0:
+            collate = {"ms_per_batch": round(1000 * ts["collate_s"] / ts["batches"], 4),
+                       "share": round(ts["collate_s"] / ts["fetch_s"], 4)}
+        return [], collate, {"found": False, "reason": pipe.get("reason")}
     names = pipe["names"]
     prefix: dict[int, dict] = {}
     for e in events:
@@ -175,7 +187,6 @@ def transform_rows(stage: dict | None) -> tuple[list[dict], dict | None, dict]:
         if "start" in phases and "ok" not in phases and stage["status"] in ("hang", "crash"):
             culprit = (k - 1, stage["status"], None)
             break
-    ts = stage.get("tstats")
     sample_s = None
     if ts and ts["samples"]:
         sample_s = max(1e-12, (ts["fetch_s"] - ts["collate_s"]) / ts["samples"])
@@ -265,11 +276,11 @@ def preflight(session: Session, loaders: list[dict]) -> dict:
     nw = train.get("num_workers") or 0
     pf = train.get("prefetch_factor") or (2 if nw else 0)
     its = [e for e in base.get("events", []) if e.get("e") == "it" and e.get("l") == idx and e.get("workers")]
-    worker_threads = [r["threads"] for r in ((base.get("samples") or {}).get("rows") or []) if r["role"] == "worker"]
+    rows = [r for r in ((base.get("samples") or {}).get("rows") or []) if r["role"] == "worker" and "threads" in r]
+    worker_threads = [r["threads"] for r in rows]
     by_t: dict[float, int] = {}
-    for r in ((base.get("samples") or {}).get("rows") or []):
-        if r["role"] == "worker":
-            by_t[r["t"]] = by_t.get(r["t"], 0) + r["threads"]
+    for r in rows:
+        by_t[r["t"]] = by_t.get(r["t"], 0) + r["threads"]
     if first.get("bytes") is None:  # no batch arrived: the runner's estimate, if it made one
         est = next((e for e in base.get("events", []) if e.get("e") == "batch_estimate"), None)
         if est:

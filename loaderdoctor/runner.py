@@ -75,6 +75,12 @@ def _quiet_sigchld() -> None:
 
 
 def run(spec: dict, emit: Emitter) -> int:
+    if spec.get("kind") == "notebook":
+        from loaderdoctor import notebook
+
+        how, code, exc_rec = notebook.run_notebook(spec, emit)
+        emit.json({"e": "exit", "how": how, "code": code, "exc": exc_rec})
+        return code
     from loaderdoctor import hooks
 
     stack_dir = spec.get("stack_dir")

@@ -31,8 +31,8 @@ class TreeSampler(threading.Thread):
         self.gpus = gpus
         self.clock = clock
         # Memory (smaps) and finding new processes (a scan of every process's parent) cost
-        # most: they run every memory_every / tree_every samples (1 Hz at the 5 Hz default),
-        # CPU, state and threads every sample.
+        # most: they run every memory_every / tree_every samples (1 Hz at the 5 Hz default), with
+        # the thread counts; CPU and state every sample.
         self.memory_every = max(1, memory_every)
         self.tree_every = max(1, tree_every)
         self._known: list[psutil.Process] = []
@@ -51,7 +51,7 @@ class TreeSampler(threading.Thread):
     def _tree(self, n: int, roles: dict[int, str]) -> list[psutil.Process]:
         rescan = n % self.tree_every == 0 or any(pid not in self._procs for pid in roles)
         if not rescan:
-            return [p for p in self._known if p.is_running()]
+            return self._known  # a process that ended fails its read below and is skipped
         try:
             root = self._procs.get(self.root_pid) or psutil.Process(self.root_pid)
             found = [root, *root.children(recursive=True)]
@@ -77,12 +77,13 @@ class TreeSampler(threading.Thread):
         for p in self._tree(n, roles):
             try:
                 with p.oneshot():
-                    row = {"t": round(t, 3), "stage": self.stage, "pid": p.pid,
-                           "role": "main" if p.pid == self.root_pid else roles.get(p.pid, "other"),
-                           "cpu": p.cpu_percent(None), "status": p.status(), "threads": p.num_threads()}
+                    role = roles.get(p.pid) or ("main" if p.pid == self.root_pid else "other")
+                    row = {"t": round(t, 3), "stage": self.stage, "pid": p.pid, "role": role,
+                           "cpu": p.cpu_percent(None), "status": p.status()}
                     if with_memory:
                         mem = p.memory_full_info()
-                        row.update(uss=mem.uss, pss=getattr(mem, "pss", None), rss=mem.rss)
+                        row.update(uss=mem.uss, pss=getattr(mem, "pss", None), rss=mem.rss,
+                                   threads=p.num_threads())
             except psutil.Error:
                 continue
             self.rows.append(row)

@@ -39,6 +39,7 @@ class StageSpec:
     stack_method: str = "auto"  # auto | py-spy | faulthandler
     cwd: str | None = None
     env: dict = field(default_factory=dict)
+    kind: str = "script"  # script | notebook (run in a Jupyter kernel)
     sample_interval: float | None = 0.2  # psutil/NVML sampling of the run's processes; None: off
     mode: str = "train"  # train | drain | transforms (see hooks.Recorder)
     target_site: str | None = None  # the loader a drain/transforms stage drives
@@ -110,6 +111,7 @@ def run_stage(spec: StageSpec, run_dir: str, *, on_event: Callable[[dict], None]
         "warmup": spec.warmup, "max_seconds": spec.max_seconds, "overrides": spec.overrides,
         "override_site": spec.override_site, "stack_dir": stack_dir, "mode": spec.mode,
         "target_site": spec.target_site, "drain_seconds": spec.drain_seconds, "stage_dir": stage_dir,
+        "kind": spec.kind,
     }
     with open(spec_path, "w") as f:
         json.dump(runner_spec, f)
@@ -126,7 +128,8 @@ def run_stage(spec: StageSpec, run_dir: str, *, on_event: Callable[[dict], None]
 
     events: list[dict] = []
     lock = threading.Lock()
-    state = {"last": clock(), "waiting_first": True, "stop_at": None, "exit": None, "workers": set()}
+    state = {"last": clock(), "waiting_first": True, "stop_at": None, "exit": None, "workers": set(),
+             "main_pid": None}
 
     def handle(ev: dict) -> None:
         now = clock()
@@ -134,7 +137,9 @@ def run_stage(spec: StageSpec, run_dir: str, *, on_event: Callable[[dict], None]
         with lock:
             events.append(ev)
             state["last"] = now
-            if kind == "it":
+            if kind == "hello":
+                state["main_pid"] = ev.get("pid")
+            elif kind == "it":
                 state["waiting_first"] = True
                 state["workers"].update(p for p in ev.get("workers") or [] if p)
             elif kind == "b":
@@ -161,7 +166,11 @@ def run_stage(spec: StageSpec, run_dir: str, *, on_event: Callable[[dict], None]
     if spec.sample_interval:
         def roles() -> dict[int, str]:
             with lock:
-                return {pid: "worker" for pid in state["workers"]}
+                out = {pid: "worker" for pid in state["workers"]}
+                if state["main_pid"] and state["main_pid"] != proc.pid:  # a notebook's kernel
+                    out[state["main_pid"]] = "main"
+                    out[proc.pid] = "runner"
+                return out
 
         sampler = TreeSampler(proc.pid, roles, stage=spec.name, interval=spec.sample_interval, gpus=gpus)
         sampler.start()
@@ -186,7 +195,8 @@ def run_stage(spec: StageSpec, run_dir: str, *, on_event: Callable[[dict], None]
                 with lock:
                     workers = set(state["workers"])
                     waiting_first = state["waiting_first"]
-                hang = _on_hang(proc.pid, run_id, workers, stack_dir, spec, idle, waiting_first)
+                    main_pid = state["main_pid"] or proc.pid
+                hang = _on_hang(proc.pid, run_id, workers, stack_dir, spec, idle, waiting_first, main_pid)
                 status = "hang"
                 detail = (f"no progress for {idle:.1f} s (allowance {allowance:g} s"
                           f"{', waiting for a first batch' if waiting_first else ''})")
@@ -227,10 +237,10 @@ def run_stage(spec: StageSpec, run_dir: str, *, on_event: Callable[[dict], None]
 
 
 def _on_hang(root_pid: int, run_id: str, workers: set[int], stack_dir: str, spec: StageSpec,
-             idle: float, waiting_first: bool) -> dict:
+             idle: float, waiting_first: bool, main_pid: int) -> dict:
     roles: dict[int, str] = {}
     for p in watchdog.run_processes(root_pid, run_id):
-        roles[p.pid] = "main" if p.pid == root_pid else ("worker" if p.pid in workers else "other")
+        roles[p.pid] = "main" if p.pid == main_pid else ("worker" if p.pid in workers else "other")
     t0 = time.monotonic()
     method, stacks = watchdog.capture_stacks(roles, stack_dir, spec.stack_method)
     capture_s = time.monotonic() - t0

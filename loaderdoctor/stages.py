@@ -49,7 +49,9 @@ class Ctx:
         kw.setdefault("steps", self.opts.steps)
         kw.setdefault("warmup", self.opts.warmup)
         kw.setdefault("max_seconds", left)
-        spec = StageSpec(name=name, target=self.target.path, argv=self.target.argv, timeout=self.opts.timeout,
+        kw.setdefault("kind", "notebook" if self.target.kind == "notebook" else "script")
+        kw.setdefault("target", self.target.path)
+        spec = StageSpec(name=name, argv=self.target.argv, timeout=self.opts.timeout,
                          first_batch_timeout=self.opts.first_batch_timeout, stack_method=self.opts.stack_method,
                          **kw)
         res = run_stage(spec, self.run_dir, on_event=self.on_event, gpus=self.gpus)
@@ -156,3 +158,15 @@ def start_methods(ctx: Ctx, baseline: StageResult) -> None:
             break
         runs[method] = f"context-{method}"
     ctx.session.notes["start_methods"] = {"runs": runs, "num_workers": max(nw, 2), "current": current}
+
+
+def script_form(ctx: Ctx) -> StageResult | None:
+    """A notebook's code cells as a plain script (definitions at module level, the rest
+    under a main guard), run like the baseline: the side-by-side run."""
+    from loaderdoctor import notebook
+
+    path = os.path.join(ctx.run_dir, "notebook_as_script.py")
+    with open(path, "w") as f:
+        f.write(notebook.to_script(ctx.target.path))
+    ctx.session.notes["script_form"] = {"path": path}
+    return ctx.run("script-form", target=path, kind="script")

@@ -34,9 +34,13 @@ def resolve(path: str | None, argv: list[str] | None = None) -> Target:
             f"{path} is a directory. Give the training script inside it, e.g. "
             f"`loaderdoctor probe {os.path.join(path, 'train.py')}`.", EXIT_USAGE)
     if path.endswith(".ipynb"):
-        raise LoaderDoctorError(
-            f"{path} is a notebook; this version of loaderdoctor probes Python scripts only. Export it with "
-            "`jupyter nbconvert --to script` and probe the .py file.", EXIT_USAGE)
+        from loaderdoctor import notebook
+
+        try:
+            notebook.validate(path)
+        except ValueError as exc:
+            raise LoaderDoctorError(f"{path} cannot be probed: {exc}.", EXIT_USAGE) from None
+        return Target(os.path.abspath(path), "notebook", argv)
     try:
         with open(path, "rb") as f:
             source = f.read()

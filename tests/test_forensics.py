@@ -34,7 +34,7 @@ def test_getitem_blocking_forever_names_the_worker_line(tmp_path):
 
 
 def test_lock_held_at_fork_hangs_and_names_the_thread(tmp_path):
-    res = run_cli("probe", script("fork_lock.py"), "--out", str(tmp_path), "--timeout", TIMEOUT,
+    res = run_cli("probe", "--stages", "baseline", script("fork_lock.py"), "--out", str(tmp_path), "--timeout", TIMEOUT,
                   "--first-batch-timeout", FIRST, "-q", "--", "fork", timeout=120)
     assert res.returncode == 0, res.stderr
     r = json.loads((tmp_path / "report.json").read_text())
@@ -74,7 +74,7 @@ def test_step_blocking_in_main_blames_main_not_workers(tmp_path):
 
 
 def test_worker_valueerror_keeps_type_and_message(tmp_path):
-    res = run_cli("probe", script("raise_in_worker.py"), "--out", str(tmp_path), "-q", timeout=120)
+    res = run_cli("probe", "--stages", "baseline", script("raise_in_worker.py"), "--out", str(tmp_path), "-q", timeout=120)
     assert res.returncode == 0, res.stderr
     r = json.loads((tmp_path / "report.json").read_text())
     (c,) = r["crashes"]

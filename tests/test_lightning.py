@@ -9,7 +9,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_lightning_trainer_fit_is_measured(tmp_path):
-    res = run_cli("probe", script("lightning_fit.py"), "--out", str(tmp_path), "--steps", "20", "-q")
+    res = run_cli("probe", "--stages", "baseline", script("lightning_fit.py"), "--out", str(tmp_path), "--steps", "20", "-q")
     assert res.returncode == 0, res.stderr
     r = json.loads((tmp_path / "report.json").read_text())
     train = next(l for l in r["loaders"] if l["role"] == "train")

@@ -20,7 +20,7 @@ def _report(out_dir):
 
 
 def test_sleeping_getitem_is_data_bound(tmp_path):
-    res = run_cli("probe", script("slow_getitem.py"), "--out", str(tmp_path), "--steps", "20", "-q")
+    res = run_cli("probe", "--stages", "baseline", script("slow_getitem.py"), "--out", str(tmp_path), "--steps", "20", "-q")
     assert res.returncode == 0, res.stderr
     r = _report(tmp_path)
     assert r["schema_version"] == 1
@@ -37,7 +37,7 @@ def test_sleeping_getitem_is_data_bound(tmp_path):
 
 
 def test_in_memory_wide_mlp_is_compute_bound(tmp_path):
-    res = run_cli("probe", script("compute_bound.py"), "--out", str(tmp_path), "--steps", "20", "-q")
+    res = run_cli("probe", "--stages", "baseline", script("compute_bound.py"), "--out", str(tmp_path), "--steps", "20", "-q")
     assert res.returncode == 0, res.stderr
     r = _report(tmp_path)
     assert r["baseline"]["data_wait_fraction"] <= 0.2
@@ -48,7 +48,7 @@ def test_spawn_workers_and_argv_behave_as_under_python(tmp_path):
     plain_out, probed_out = tmp_path / "plain.json", tmp_path / "probed.json"
     subprocess.run([sys.executable, script("spawn_identity.py"), str(plain_out), "--lr", "1e-3"], check=True,
                    timeout=CLI_TIMEOUT, cwd=tmp_path)
-    res = run_cli("probe", script("spawn_identity.py"), "--out", str(tmp_path / "rep"), "-q", "--",
+    res = run_cli("probe", "--stages", "baseline", script("spawn_identity.py"), "--out", str(tmp_path / "rep"), "-q", "--",
                   str(probed_out), "--lr", "1e-3", cwd=str(tmp_path))
     assert res.returncode == 0, res.stderr
     plain, probed = json.loads(plain_out.read_text()), json.loads(probed_out.read_text())
@@ -61,7 +61,7 @@ def test_spawn_workers_and_argv_behave_as_under_python(tmp_path):
 
 
 def test_stops_a_loop_that_swallows_exceptions(tmp_path):
-    res = run_cli("probe", script("swallows_exceptions.py"), "--out", str(tmp_path), "--steps", "10", "-q",
+    res = run_cli("probe", "--stages", "baseline", script("swallows_exceptions.py"), "--out", str(tmp_path), "--steps", "10", "-q",
                   timeout=120)
     assert res.returncode == 0, res.stderr
     r = _report(tmp_path)
@@ -70,7 +70,7 @@ def test_stops_a_loop_that_swallows_exceptions(tmp_path):
 
 
 def test_training_loader_is_the_one_with_most_steps(tmp_path):
-    res = run_cli("probe", script("two_loaders.py"), "--out", str(tmp_path), "--steps", "30", "-q")
+    res = run_cli("probe", "--stages", "baseline", script("two_loaders.py"), "--out", str(tmp_path), "--steps", "30", "-q")
     assert res.returncode == 0, res.stderr
     r = _report(tmp_path)
     train = next(l for l in r["loaders"] if l["role"] == "train")
@@ -82,7 +82,7 @@ def test_training_loader_is_the_one_with_most_steps(tmp_path):
 
 
 def test_sys_exit_after_training_is_a_normal_end(tmp_path):
-    res = run_cli("probe", script("exits_after_training.py"), "--out", str(tmp_path), "-q")
+    res = run_cli("probe", "--stages", "baseline", script("exits_after_training.py"), "--out", str(tmp_path), "-q")
     assert res.returncode == 0, res.stderr
     r = _report(tmp_path)
     assert r["stages"][0]["status"] == "ok"

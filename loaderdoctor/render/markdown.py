@@ -102,6 +102,24 @@ def render(r: dict, out: TextIO) -> None:
     else:
         out.write(f"{_cell((r.get('pipeline') or {}).get('reason') or 'Not measured.')}\n\n")
 
+    if r.get("start_methods"):
+        out.write("## Start methods\n\n")
+        _table(out, ["method", "status", "detail", "threads at start", "native pools", "unpicklable"],
+               [[m["method"], m["status"], m["detail"], ", ".join(m["threads_at_start"]), ", ".join(m["native_pools"]),
+                 (m.get("pickle") or {}).get("path")] for m in r["start_methods"]])
+    sf = r.get("script_form")
+    if sf:
+        out.write(f"## Notebook vs script\n\nThe notebook in a Jupyter kernel: "
+                  f"{next((s['status'] for s in r.get('stages') or [] if s['name'] == 'baseline'), 'n/a')}; "
+                  f"the same code cells as a script (`{_cell(sf.get('path'))}`): {sf['status']} ({_cell(sf['detail'])}).\n\n")
+    pf = r.get("preflight") or {}
+    if pf:
+        out.write("## Pre-flight\n\n")
+        _table(out, ["check", "value"], [[k, pf.get(k)] for k in (
+            "num_workers", "prefetch_factor", "batch_bytes", "in_flight_bytes", "shm_bytes_total", "tensors_per_batch",
+            "in_flight_tensors", "open_files_limit", "cuda_init_at_fork", "worker_threads_total_max",
+            "cpu_count_effective")])
+
     if r.get("loaders"):
         out.write("## DataLoaders\n\n")
         _table(out, ["#", "role", "site", "dataset", "len", "batch", "workers", "start", "pin", "persistent",

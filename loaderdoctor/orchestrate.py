@@ -19,7 +19,7 @@ from loaderdoctor.session import Session
 from loaderdoctor.stage import StageResult
 from loaderdoctor.target import Target
 
-ALL_STAGES = ["baseline", "loader-only", "workers", "transforms", "context", "confirm"]
+ALL_STAGES = ["baseline", "script-form", "loader-only", "workers", "transforms", "context", "confirm"]
 
 
 @dataclass
@@ -129,6 +129,8 @@ def _train_loader(res: StageResult) -> dict:
 
 
 def target_static(target: Target) -> dict:
+    if target.kind == "notebook":
+        return {}
     try:
         with open(target.path, encoding="utf-8", errors="replace") as f:
             return static.main_guard(f.read())
@@ -154,6 +156,8 @@ def probe(target: Target, opts: ProbeOptions, *, on_stage: Callable[[str, StageR
             session.ended = time.time()
             written = write_outputs(session, out_dir)
             raise LoaderDoctorError(why, EXIT_USAGE, report_path=written["paths"].get("md"))
+        if target.kind == "notebook" and "script-form" in wanted:
+            stages.script_form(ctx)
         ctx.train_loader = _train_loader(base)
         ctx.train_site = ctx.train_loader.get("site")
         base_ok = base.status == "ok"
@@ -191,7 +195,7 @@ def probe(target: Target, opts: ProbeOptions, *, on_stage: Callable[[str, StageR
             f"is in {written['paths'].get('md')}.", EXIT_INTERRUPTED, report_path=written["paths"].get("md"))
     for name in wanted:
         if not session.stage(name) and not any(s["name"] == name for s in session.skipped) \
-                and name not in ("workers", "context"):
+                and name not in ("workers", "context", "script-form"):
             ctx.skip(name, "not run")
     session.ended = time.time()
     return write_outputs(session, out_dir)
