@@ -20,7 +20,7 @@ def probe(tmp_path, name, *args, timeout=400):
 
 
 def test_io_bound_sweep_climbs_past_the_cores_and_confirms(tmp_path):
-    r = probe(tmp_path, "io_bound.py", "--steps", "20")
+    r = probe(tmp_path, "io_bound.py", "--steps", "20", "--stages", "baseline,loader-only,workers,confirm")
     eff = r["environment"]["cpu_count_effective"]
     tried = [row["num_workers"] for row in r["workers_sweep"]]
     assert max(tried) > eff, tried  # I/O-bound: it kept climbing past the cores
@@ -33,7 +33,7 @@ def test_io_bound_sweep_climbs_past_the_cores_and_confirms(tmp_path):
 
 
 def test_cpu_bound_recommendation_stays_within_the_cores(tmp_path):
-    r = probe(tmp_path, "cpu_bound_dataset.py", "--steps", "20")
+    r = probe(tmp_path, "cpu_bound_dataset.py", "--steps", "20", "--stages", "baseline,loader-only,workers")
     eff = r["environment"]["cpu_count_effective"]
     assert r["sweep"]["choice"] <= eff, r["workers_sweep"]
     assert r["recommendation"]["num_workers"] <= eff
@@ -83,7 +83,8 @@ def test_prefix_ablation_names_a_transform_that_blocks_only_in_workers(tmp_path)
 
 
 def test_worker_startup_each_epoch_recommends_persistent_workers(tmp_path):
-    r = probe(tmp_path, "worker_startup.py", "--steps", "30", "--timeout", "20")
+    r = probe(tmp_path, "worker_startup.py", "--steps", "30", "--timeout", "20",
+              "--stages", "baseline,loader-only,workers,confirm")
     f = next(f for f in r["findings"] if f["id"] == "worker-startup")
     assert "persistent_workers=True" in f["fix"]
     assert r["recommendation"]["persistent_workers"] is True
@@ -98,7 +99,8 @@ def test_pipeline_not_found_is_reported_with_the_reason(tmp_path):
 
 def test_budget_bounds_the_probe_and_says_what_was_skipped(tmp_path):
     t = time.monotonic()
-    r = probe(tmp_path, "io_bound.py", "--steps", "10", "--budget", "25")
+    r = probe(tmp_path, "io_bound.py", "--steps", "10", "--budget", "25", "--stages",
+              "baseline,loader-only,workers,confirm")
     assert time.monotonic() - t < 25 + 40  # budget + one stage's bounded overrun + start-up
     skipped = [s for s in r["stages"] if s["status"] == "skipped"]
     assert any("--budget of 25 s was used up" in s["detail"] for s in skipped), skipped
