@@ -23,8 +23,9 @@ from loaderdoctor.orchestrate import ProbeOptions  # noqa: E402
 from loaderdoctor.session import Session  # noqa: E402
 from loaderdoctor.target import Target  # noqa: E402
 
-WORKLOADS = {"io_bound": os.path.join(HERE, "workloads", "io_bound.py"),
-             "cpu_bound": os.path.join(HERE, "workloads", "cpu_bound.py")}
+SCRIPTS = os.path.join(os.path.dirname(HERE), "tests", "scripts")  # the same workloads the tests use
+WORKLOADS = {"io_bound": os.path.join(SCRIPTS, "io_bound.py"),
+             "cpu_bound": os.path.join(SCRIPTS, "cpu_bound_dataset.py")}
 
 
 def context(path, run_dir, cap):
