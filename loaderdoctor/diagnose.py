@@ -36,7 +36,9 @@ THRESHOLDS = {
     # descriptor each under the file_descriptor sharing strategy), and at least 1024
     "fd_headroom": 4.0,
     "fd_min": 1024,
-    # all worker threads together above this many per effective CPU: oversubscribed
+    # threads a torch worker has of its own (main, queue feeder, resource sharer, ...): not counted
+    "worker_base_threads": 4,
+    # the workers' other threads (thread pools) together above this many per effective CPU
     "threads_per_cpu": 2.0,
 }
 
@@ -143,6 +145,14 @@ def rule_crashes(r: dict) -> list[Finding]:
             elif c.get("exception_type"):
                 what = f"raised {c['exception_type']}: {c.get('message')}"
                 fix = f"Fix the exception raised in {where}; the worker's traceback is in the report."
+                if c.get("starting_workers"):
+                    what = f"could not be started: {c['exception_type']}: {c.get('message')}"
+                    fix = ("Everything a spawn/forkserver worker needs must pickle and be importable; see the "
+                           "start-methods table for the part that is not.")
+                if c.get("missing_main_attr"):
+                    what += f"; a worker printed: {c['worker_error']}"
+                    fix = (f"{c['missing_main_attr']} lives only in __main__, which a spawn/forkserver worker cannot "
+                           "import: move it into a .py module and import it from there.")
             else:
                 what = f"exited unexpectedly (exit code {c.get('exit_code')})"
                 fix = "Run with num_workers=0 to see the error in the main process."
@@ -241,9 +251,18 @@ def rule_workers(r: dict) -> list[Finding]:
     return []
 
 
+def _loader_matters(r: dict) -> bool:
+    """A slow part of the pipeline is worth a finding only when the real step waits on data:
+    with the data wait under the compute-bound threshold, nothing is gained by speeding it up."""
+    b = r.get("baseline") or {}
+    frac = b.get("data_wait_fraction")
+    return frac is not None and (b.get("steps") or 0) >= THRESHOLDS["min_steps"] \
+        and frac >= THRESHOLDS["compute_bound_fraction"]
+
+
 def rule_slow_transform(r: dict) -> list[Finding]:
     rows = [t for t in r.get("transforms") or [] if t.get("share") is not None]
-    if not rows:
+    if not rows or not _loader_matters(r):
         return []
     top = max(rows, key=lambda t: t["share"])
     if top["share"] < THRESHOLDS["slow_transform_share"]:
@@ -261,7 +280,7 @@ def rule_slow_transform(r: dict) -> list[Finding]:
 
 def rule_slow_collate(r: dict) -> list[Finding]:
     c = r.get("collate")
-    if not c or c["share"] < THRESHOLDS["slow_collate_share"]:
+    if not c or c["share"] < THRESHOLDS["slow_collate_share"] or not _loader_matters(r):
         return []
     return [Finding("slow-collate", "warning", f"Collating takes {100 * c['share']:.0f}% of the data time",
                     f"collate_fn took {c['ms_per_batch']:.2f} ms per batch, {100 * c['share']:.0f}% of the time "
@@ -444,12 +463,16 @@ def rule_cuda_before_fork(r: dict) -> list[Finding]:
 def rule_thread_oversubscription(r: dict) -> list[Finding]:
     p = r.get("preflight") or {}
     total, cpus, nw = p.get("worker_threads_total_max"), p.get("cpu_count_effective"), p.get("num_workers") or 0
-    if not total or not cpus or nw < 2 or total <= THRESHOLDS["threads_per_cpu"] * cpus:
+    if not total or not cpus or nw < 2:
+        return []
+    pools = total - nw * THRESHOLDS["worker_base_threads"]
+    if pools <= THRESHOLDS["threads_per_cpu"] * cpus:
         return []
     return [Finding("thread-oversubscription", "warning",
-                    f"{total} worker threads compete for {cpus} CPUs",
+                    f"{pools} thread-pool threads in the workers compete for {cpus} CPUs",
                     f"Sampled during the baseline: {nw} workers with up to {p['worker_threads_max']} threads each, "
-                    f"{total} threads at once, on {cpus} effective CPUs (affinity and cgroup quota).",
+                    f"{total} threads at once; beyond torch's own {THRESHOLDS['worker_base_threads']} per worker that "
+                    f"is {pools} pool threads on {cpus} effective CPUs (affinity and cgroup quota).",
                     "Limit each worker to one thread: set OMP_NUM_THREADS=1 and MKL_NUM_THREADS=1 in the "
                     "environment, or call torch.set_num_threads(1) and cv2.setNumThreads(0) in worker_init_fn.")]
 

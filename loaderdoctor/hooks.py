@@ -317,6 +317,8 @@ class Recorder:
     def on_iter_error(self, loader: Any, exc: Exception) -> None:
         """Starting the iterator failed (under spawn/forkserver: pickling the dataset or
         functions for the workers): name the first attribute that cannot be pickled."""
+        self.emit(json.dumps({"e": "it_error", "l": getattr(loader, "_ld_site", None), "type": type(exc).__name__,
+                              "message": str(exc)[:500]}))
         if loader.num_workers == 0:
             return
         from loaderdoctor.picklecheck import first_unpicklable

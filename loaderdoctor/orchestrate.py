@@ -100,7 +100,7 @@ def write_outputs(session: Session, out_dir: str, formats: tuple[str, ...] = ("j
 
 def _never_iterated(res: StageResult) -> str | None:
     """Why the target is not probe-able, when it never started iterating a DataLoader."""
-    if any(e.get("e") in ("it", "b") for e in res.events) or res.status == "hang":
+    if any(e.get("e") in ("it", "b", "it_error") for e in res.events) or res.status == "hang":
         return None
     ex = res.exit or {}
     if ex.get("how") == "exception":

@@ -92,6 +92,10 @@ def build_report(session: Session) -> dict:
                                st.get("fatal_dumps") or [], st.get("oom_kills") or 0, exits)
             if c:
                 missing = _MISSING_ATTR.search(st.get("stderr_tail") or "")
+                it_err = next((e for e in st.get("events", []) if e.get("e") == "it_error"), None)
+                if c["role"] == "main" and it_err and it_err.get("type") == c.get("exception_type"):
+                    c["role"] = "worker"  # starting the loader's workers failed: a loader failure
+                    c["starting_workers"] = True
                 if c["role"] == "worker" and missing:  # what the worker printed before exiting
                     c["missing_main_attr"] = missing.group(1)
                     c["worker_error"] = missing.group(0) + ">"

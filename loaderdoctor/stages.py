@@ -159,16 +159,13 @@ START_METHODS = ("fork", "spawn", "forkserver")
 
 
 def start_methods(ctx: Ctx, baseline: StageResult) -> None:
-    """Drain the training loader under each start method (with at least 2 workers). The
-    method the baseline already used is not run again: its outcome is the baseline's."""
+    """Drain the training loader under each start method (with at least 2 workers), the
+    user's own included: the baseline cannot stand for it, since it may fail in the step."""
     nw = ctx.train_loader.get("num_workers") or 0
     default = ctx.session.environment.get("start_method_default") or "fork"
     current = (ctx.train_loader.get("start_method") or default) if nw > 0 else None
     runs = {}
     for method in START_METHODS:
-        if method == current:
-            runs[method] = "baseline"
-            continue
         res = ctx.run(f"context-{method}", mode="drain", target_site=ctx.train_site, drain_seconds=3.0, steps=5,
                       overrides={"multiprocessing_context": method, "num_workers": max(nw, 2)},
                       override_site=ctx.train_site)

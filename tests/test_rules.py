@@ -299,7 +299,16 @@ def test_cuda_before_fork():
 
 def test_thread_oversubscription():
     _, f = findings(_preflight_session(threads=9, nw=2))
-    assert "18 worker threads compete for 2 CPUs" == f["thread-oversubscription"]["title"]
+    assert "10 thread-pool threads in the workers compete for 2 CPUs" == f["thread-oversubscription"]["title"]
+    assert "18 threads at once" in f["thread-oversubscription"]["evidence"]
     assert "OMP_NUM_THREADS=1" in f["thread-oversubscription"]["fix"]
-    _, f = findings(_preflight_session(threads=1, nw=2))
-    assert "thread-oversubscription" not in f
+    for own in (1, 4):  # torch's own threads in a worker are not contention
+        _, f = findings(_preflight_session(threads=own, nw=2))
+        assert "thread-oversubscription" not in f
+
+
+def test_slow_collate_is_silent_when_the_step_does_not_wait():
+    s = _transforms_session([0.05, 0.05, 0.05], collate_s=0.5, fetch_s=0.7)
+    s.stages[0] = stage("baseline", loader_event() + steps(40, 0.001, 0.1))  # compute-bound
+    _, f = findings(s)
+    assert "slow-collate" not in f and "slow-transform" not in f
