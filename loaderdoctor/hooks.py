@@ -263,6 +263,7 @@ class Recorder:
         self.drain_seconds = drain_seconds
         self.stage_dir = stage_dir
         self.busy = False
+        self.drain_from_first_batch = False
 
     # -- construction
     def site_index(self, site: str) -> int:
@@ -361,6 +362,9 @@ class Recorder:
         site = st.site
         seen = self.batches.get(site, 0)
         self.batches[site] = seen + 1
+        if self.drain_from_first_batch:
+            self.drain_from_first_batch = False
+            self.max_seconds = (t1 - self.t0) + self.drain_seconds
         if st.first:
             s = None if st.t_start is None else t1 - st.t_start
             nbytes, ntensors = batch_bytes(batch)
@@ -385,8 +389,9 @@ class Recorder:
         """Loader-only: iterate the loader without the training step until enough steps
         were measured (StopProbe from before_next) or the drain's time bound."""
         self.busy = True
-        if self.drain_seconds is not None:
-            self.max_seconds = (self.clock() - self.t0) + self.drain_seconds
+        # the time bound counts from the first batch: starting workers (spawn re-imports,
+        # a large pickled dataset) is not what is measured, and the watchdog bounds it
+        self.drain_from_first_batch = self.drain_seconds is not None
         for _ in range(100_000):  # epochs, if one epoch is shorter than the steps wanted
             for _batch in loader:
                 pass

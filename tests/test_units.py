@@ -124,3 +124,19 @@ def test_data_bound_finding_quotes_the_measurement():
     assert f["id"] == "data-bound" and "62%" in f["evidence"] and "50 measured steps" in f["evidence"]
     assert "num_workers" in f["fix"] and "(now 0)" in f["fix"]
     assert rec["measured_speedup"] is None  # nothing confirmed: no number is made up
+
+
+def test_drain_time_bound_counts_from_the_first_batch():
+    lines, clock = [], FakeClock()
+    rec = Recorder(lines.append, steps=10**6, warmup=0, clock=clock, mode="drain", drain_seconds=1.0)
+    rec.drain_from_first_batch = True  # what drain() arms before iterating
+    it = FakeIter()
+    clock.advance(30.0)  # workers took 30 s to start: not part of the bound
+    st = rec.before_next(it, clock())
+    clock.advance(0.1)
+    rec.on_batch(st, clock() - 0.1, clock(), torch.zeros(2, 2))
+    assert rec.max_seconds == pytest.approx(30.1 + 1.0 - 0.0)
+    with pytest.raises(StopProbe):
+        _drive(rec, clock, it, batches=100, wait=0.05, compute=0.0)
+    batches = sum(1 for x in lines if '"e":"b"' in x)
+    assert 19 <= batches <= 22  # about 1 s of 0.05 s batches after the first
