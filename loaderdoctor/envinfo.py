@@ -47,6 +47,20 @@ def shm_total() -> int | None:
         return None
 
 
+def cgroup_memory_limit() -> int | None:
+    """Bytes allowed by the cgroup (v2 memory.max, v1 limit_in_bytes), None when unlimited."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                v = f.read().strip()
+        except OSError:
+            continue
+        if v == "max" or not v.isdigit() or int(v) >= 2**60:
+            return None
+        return int(v)
+    return None
+
+
 def collect(gpus=None) -> dict:
     env = {
         "python": platform.python_version(),
@@ -55,6 +69,7 @@ def collect(gpus=None) -> dict:
         **effective_cpus(),
         "shm_bytes_total": shm_total(),
         "open_files_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        "cgroup_memory_limit_bytes": cgroup_memory_limit(),
         "torch": None,
         "start_method_default": None,
         "gpus": [],

@@ -81,6 +81,29 @@ def write_plots(report: dict, out_dir: str) -> list[str]:
     return names
 
 
+def write_frames(session: Session, out_dir: str) -> list[str]:
+    """Tidy pandas frames of what was sampled and timed, one row per observation, with the
+    stage as a column: samples.csv (per process, per sample), system.csv, steps.csv."""
+    import pandas as pd
+
+    samples, system, steps = [], [], []
+    for st in session.stages:
+        sm = st.get("samples") or {}
+        samples.extend(sm.get("rows") or [])
+        system.extend(sm.get("system") or [])
+        for loader, ls in metrics.steps_by_loader(st.get("events") or []).items():
+            for k, x in enumerate(ls.steps):
+                steps.append({"stage": st["name"], "loader": loader, "iterator": x.iterator, "batch": x.index,
+                              "step": k, "wait_s": x.wait, "compute_s": x.compute, "samples": x.samples,
+                              "first_of_iterator": x.first, "startup_s": x.startup})
+    written = []
+    for name, rows in (("samples.csv", samples), ("system.csv", system), ("steps.csv", steps)):
+        if rows:
+            pd.DataFrame(rows).to_csv(os.path.join(out_dir, name), index=False)
+            written.append(name)
+    return written
+
+
 def write_outputs(session: Session, out_dir: str, formats: tuple[str, ...] = ("json", "md", "html")) -> dict:
     """session.json (raw), report.json, report.md (+ plots/), report.html. Returns the
     report and {format: path}."""
@@ -89,6 +112,7 @@ def write_outputs(session: Session, out_dir: str, formats: tuple[str, ...] = ("j
     report = build_report(session)
     attach_sources(report)
     report["plots"] = write_plots(report, out_dir) if "md" in formats else []
+    report["frames"] = write_frames(session, out_dir)
     paths = {}
     for fmt in formats:
         path = os.path.join(out_dir, f"report.{fmt}")
@@ -171,6 +195,7 @@ def probe(target: Target, opts: ProbeOptions, *, on_stage: Callable[[str, StageR
         if "workers" in wanted:
             if base_ok:
                 choice = stages.workers_sweep(ctx, lo)
+                stages.try_prefetch(ctx, choice)
             else:
                 ctx.skip("workers", f"the baseline ended in '{base.status}'")
         if "transforms" in wanted:
@@ -178,7 +203,8 @@ def probe(target: Target, opts: ProbeOptions, *, on_stage: Callable[[str, StageR
         if "context" in wanted:
             stages.start_methods(ctx, base)
         if "confirm" in wanted:
-            settings = tuning.recommended_settings(ctx.train_loader, choice, ctx.train_loader.get("iterators", 0))
+            settings = tuning.recommended_settings(ctx.train_loader, choice, ctx.train_loader.get("iterators", 0),
+                                                   session.notes.get("prefetch"))
             session.notes["confirm_settings"] = settings
             if not base_ok:
                 ctx.skip("confirm", f"the baseline ended in '{base.status}'")

@@ -108,6 +108,7 @@ def build_report(session: Session) -> dict:
     r["timelines"] = timelines
     r["workers_sweep"] = sweep_rows(session)
     r["sweep"] = session.notes.get("workers_sweep")
+    r["prefetch"] = session.notes.get("prefetch")
     r["transforms"], r["collate"], r["pipeline"] = transform_rows(session.stage("transforms"))
     r["confirm"] = confirm_block(session, r["baseline"])
     r["start_methods"] = context_rows(session)

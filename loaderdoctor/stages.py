@@ -16,7 +16,8 @@ from loaderdoctor.session import Session
 from loaderdoctor.stage import StageResult, StageSpec, run_stage
 from loaderdoctor.target import Target
 
-DRAIN_SECONDS = 6.0  # time bound of one loader-only measurement, after its first batch
+DRAIN_SECONDS = 3.5  # time bound of one loader-only measurement, after its first batch
+RECHECK_BELOW = 1.5  # a beyond-cores choice winning by less than this is measured twice
 DRAIN_STEPS = 200  # batches a sweep measurement aims for (the time bound usually ends it first)
 
 
@@ -106,7 +107,8 @@ def workers_sweep(ctx: Ctx, loader_only_res: StageResult | None) -> int | None:
     }
     choice = tuning.choose(rates, eff)
     within = tuning.choose([(n, r) for n, r in rates if n <= eff], eff)
-    if choice is not None and within is not None and choice > eff:
+    r = dict(rates)
+    if choice is not None and within is not None and choice > eff and r[choice] < RECHECK_BELOW * r[within]:
         # More workers than CPUs wins: measure both contenders once more before believing it
         # (one short measurement on a busy machine can be off by 20%).
         again = {n: _drain_workers(ctx, f"workers-{n}-again", n) for n in (within, choice)}
@@ -118,6 +120,21 @@ def workers_sweep(ctx: Ctx, loader_only_res: StageResult | None) -> int | None:
         ctx.session.notes["workers_sweep"]["rates"] = averaged
     ctx.session.notes["workers_sweep"]["choice"] = choice
     return choice
+
+
+def try_prefetch(ctx: Ctx, n: int | None, value: int = 4) -> None:
+    """At the chosen worker count, one measurement with a deeper prefetch queue; kept only
+    when it gains at least tuning.GAIN over the default."""
+    rate = dict((ctx.session.notes.get("workers_sweep") or {}).get("rates") or []).get(n)
+    current = ctx.train_loader.get("prefetch_factor") or 2
+    if not n or not rate or current >= value or ctx.left() <= 5:
+        return
+    res = ctx.run(f"prefetch-{value}", mode="drain", target_site=ctx.train_site, drain_seconds=DRAIN_SECONDS,
+                  steps=max(ctx.opts.steps, DRAIN_STEPS), overrides={"num_workers": n, "prefetch_factor": value},
+                  override_site=ctx.train_site)
+    deeper = metrics.drain_rate(ctx.session.stages[-1]) if res is not None else None
+    ctx.session.notes["prefetch"] = {"num_workers": n, "value": value, "rate": deeper, "default_rate": rate,
+                                     "keep": bool(deeper and deeper >= rate * (1 + tuning.GAIN))}
 
 
 def transforms(ctx: Ctx) -> StageResult | None:

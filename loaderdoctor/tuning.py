@@ -54,7 +54,7 @@ def choose(rates: list[tuple[int, float | None]], effective_cpus: int) -> int | 
     return min(n for n, r in pool if r >= best * (1 - CLOSE))
 
 
-def recommended_settings(current: dict, choice: int | None, iterators: int) -> dict:
+def recommended_settings(current: dict, choice: int | None, iterators: int, prefetch: dict | None = None) -> dict:
     """DataLoader arguments to change, from what was measured: the sweep's choice, and
     persistent workers when the baseline re-created the iterator (epochs) with workers."""
     out: dict = {}
@@ -64,4 +64,6 @@ def recommended_settings(current: dict, choice: int | None, iterators: int) -> d
         nw = choice
     if nw > 0 and not current.get("persistent_workers") and iterators > 1:
         out["persistent_workers"] = True
+    if prefetch and prefetch.get("keep") and prefetch.get("num_workers") == nw:
+        out["prefetch_factor"] = prefetch["value"]
     return out

@@ -42,3 +42,17 @@ def test_live_probe_in_a_running_kernel_survives_a_stuck_loader():
     stuck = nb.cells[2].outputs[0]["data"]["text/html"]
     assert "<td>hang</td>" in stuck and "Culprit: Stuck.__getitem__" in stuck
     assert nb.cells[3].outputs[0]["text"].strip() == "kernel alive hang Stuck.__getitem__ 4"
+
+
+def test_watchdog_and_stacks_work_inside_the_kernel(tmp_path):
+    res = run_cli("probe", os.path.join(NOTEBOOKS, "hang_in_worker.ipynb"), "--out", str(tmp_path), "-q",
+                  "--stages", "baseline", "--timeout", "3", "--first-batch-timeout", "5", timeout=300)
+    assert res.returncode == 0, res.stderr
+    r = json.loads((tmp_path / "report.json").read_text())
+    assert r["verdict"] == "hang"
+    (h,) = r["hangs"]
+    assert h["culprit"]["role"] == "worker" and h["culprit"]["function"].endswith("__getitem__")
+    roles = sorted(p["role"] for p in h["processes"])
+    assert roles.count("worker") == 2 and "main" in roles  # main = the kernel, not the runner
+    main = next(p for p in h["processes"] if p["role"] == "main")
+    assert main["pid"] != h["culprit"]["pid"]

@@ -140,3 +140,15 @@ def test_drain_time_bound_counts_from_the_first_batch():
         _drive(rec, clock, it, batches=100, wait=0.05, compute=0.0)
     batches = sum(1 for x in lines if '"e":"b"' in x)
     assert 19 <= batches <= 22  # about 1 s of 0.05 s batches after the first
+
+
+def test_recommended_settings():
+    from loaderdoctor.tuning import recommended_settings
+
+    cur = {"num_workers": 0, "persistent_workers": False, "prefetch_factor": None}
+    assert recommended_settings(cur, 4, iterators=1) == {"num_workers": 4}
+    assert recommended_settings(cur, 4, iterators=3) == {"num_workers": 4, "persistent_workers": True}
+    keep = {"keep": True, "num_workers": 4, "value": 4}
+    assert recommended_settings(cur, 4, 1, keep) == {"num_workers": 4, "prefetch_factor": 4}
+    assert recommended_settings(cur, 4, 1, dict(keep, keep=False)) == {"num_workers": 4}
+    assert recommended_settings(cur, 0, 5) == {}  # nothing measured better: nothing to change

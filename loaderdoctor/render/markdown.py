@@ -78,6 +78,11 @@ def render(r: dict, out: TextIO) -> None:
         if sw:
             out.write(f"Effective CPUs {sw.get('effective_cpus')}, cap {sw.get('cap')}; stopped because "
                       f"{sw.get('why_stopped')}.\n\n")
+        pfx = r.get("prefetch")
+        if pfx and pfx.get("rate"):
+            out.write(f"prefetch_factor={pfx['value']} at num_workers={pfx['num_workers']}: {num(pfx['rate'])} "
+                      f"samples/s against {num(pfx['default_rate'])} with the default "
+                      f"({'kept' if pfx['keep'] else 'no gain of 5%: not kept'}).\n\n")
         if "workers" in (r.get("plots") or []):
             out.write("![throughput by num_workers](plots/workers.png)\n\n")
 
@@ -165,7 +170,7 @@ def render(r: dict, out: TextIO) -> None:
     out.write("## Environment\n\n")
     _table(out, ["key", "value"], [[k, env.get(k)] for k in
            ("python", "torch", "platform", "cpu_count_effective", "cpu_affinity", "cpu_quota", "start_method_default",
-            "shm_bytes_total", "memory_total_bytes", "open_files_limit", "gpu_status")])
+            "shm_bytes_total", "memory_total_bytes", "cgroup_memory_limit_bytes", "open_files_limit", "gpu_status")])
 
     out.write("## How these numbers were measured\n\n")
     out.write("Each stage ran the target in a child process of its own. A hook on the DataLoader iterator's "
