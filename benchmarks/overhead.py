@@ -1,8 +1,9 @@
 """Overhead of loaderdoctor's baseline hooks on a real training loop.
 
-Runs one workload plain (`python script`), under loaderdoctor's runner with the baseline
-hooks, and under torch.profiler, alternating the three, in one run; each run reports its
-own loop's steps/s. Prints the medians and, last, `overhead_ratio=R` (instrumented steps/s
+Runs one workload plain (`python script`), as loaderdoctor's baseline stage (hooks, event
+stream, parent-side sampler and watchdog), the same without the sampler (hooks only), and
+under torch.profiler, alternating the four, in one run; each run reports its own loop's
+steps/s. Prints the medians and, last, `overhead_ratio=R` (instrumented steps/s
 over plain; goal >= 0.98). R is the median over rounds of the paired ratio (each round's
 instrumented run over the plain run just before it): on a small shared machine the rate of
 one configuration drifts by 10-20% between runs, and pairing neighbours cancels the drift.
@@ -32,9 +33,10 @@ def plain(steps, env=None):
     return float(RATE.search(out).group(1))
 
 
-def hooked(steps, run_dir):
+def hooked(steps, run_dir, sample_interval=0.2):
     # steps far above the workload's length: the script finishes by itself, fully measured
-    res = run_stage(StageSpec("overhead", WORKLOAD, argv=[str(steps)], steps=10**9, timeout=120), run_dir)
+    res = run_stage(StageSpec("overhead", WORKLOAD, argv=[str(steps)], steps=10**9, timeout=120,
+                              sample_interval=sample_interval), run_dir)
     if res.status != "ok":
         raise SystemExit(f"instrumented run failed: {res.status} {res.detail}\n{res.stderr_tail}")
     with open(res.stdout_path) as f:
@@ -43,14 +45,15 @@ def hooked(steps, run_dir):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--steps", type=int, default=400)
     args = ap.parse_args()
-    rates = {"plain": [], "loaderdoctor": [], "torch_profiler": []}
+    rates = {"plain": [], "loaderdoctor": [], "hooks_only": [], "torch_profiler": []}
     with tempfile.TemporaryDirectory() as run_dir:
         for r in range(args.rounds):
             rates["plain"].append(plain(args.steps))
-            rates["loaderdoctor"].append(hooked(args.steps, run_dir))
+            rates["loaderdoctor"].append(hooked(args.steps, run_dir))  # the baseline stage as probe runs it
+            rates["hooks_only"].append(hooked(args.steps, run_dir, sample_interval=None))  # without the sampler
             rates["torch_profiler"].append(plain(args.steps, {"OVERHEAD_MODE": "torch_profiler"}))
             print(f"round {r + 1}: " + ", ".join(f"{k}={v[-1]:.1f}" for k, v in rates.items()), flush=True)
     med = {k: statistics.median(v) for k, v in rates.items()}
@@ -58,10 +61,11 @@ def main():
     for k, v in med.items():
         print(f"median steps/s {k}: {v:.1f}")
     paired = {k: statistics.median(a / b for a, b in zip(rates[k], rates["plain"]))
-              for k in ("loaderdoctor", "torch_profiler")}
+              for k in ("loaderdoctor", "hooks_only", "torch_profiler")}
     best = {k: max(v) for k, v in rates.items()}
     print(f"best-of ratio loaderdoctor={best['loaderdoctor'] / best['plain']:.4f} "
           f"torch_profiler={best['torch_profiler'] / best['plain']:.4f}")
+    print(f"hooks_only_ratio={paired['hooks_only']:.4f}")
     print(f"torch_profiler_ratio={paired['torch_profiler']:.4f}")
     print(f"overhead_ratio={paired['loaderdoctor']:.4f}")
 

@@ -22,7 +22,7 @@ from loaderdoctor.gpu import Gpus
 class TreeSampler(threading.Thread):
     def __init__(self, root_pid: int, roles: Callable[[], dict[int, str]], *, stage: str, interval: float = 0.2,
                  gpus: Gpus | None = None, clock: Callable[[], float] = time.monotonic,
-                 memory_every: int = 5, tree_every: int = 5):
+                 memory_every: int = 5, tree_every: int = 5, memory_budget: float = 0.01):
         super().__init__(name="loaderdoctor-sampler", daemon=True)
         self.root_pid = root_pid
         self.roles = roles
@@ -35,6 +35,10 @@ class TreeSampler(threading.Thread):
         # the thread counts; CPU and state every sample.
         self.memory_every = max(1, memory_every)
         self.tree_every = max(1, tree_every)
+        # Reading USS/PSS (smaps_rollup) costs ~5 ms per process with torch loaded: after each
+        # memory pass its own CPU cost sets the wait before the next (memory_budget of a core).
+        self.memory_budget = memory_budget
+        self._next_memory_n = 0
         self._known: list[psutil.Process] = []
         self.rows: list[dict] = []  # one per process per sample
         self.system: list[dict] = []  # one per sample
@@ -73,7 +77,8 @@ class TreeSampler(threading.Thread):
     def sample_once(self, n: int) -> None:
         t = self.clock() - self.t0
         roles = self.roles()
-        with_memory = n % self.memory_every == 0
+        with_memory = n >= self._next_memory_n
+        c0 = time.thread_time() if with_memory else 0.0
         for p in self._tree(n, roles):
             try:
                 with p.oneshot():
@@ -87,6 +92,10 @@ class TreeSampler(threading.Thread):
             except psutil.Error:
                 continue
             self.rows.append(row)
+        if with_memory:
+            cost = time.thread_time() - c0
+            wait = max(self.memory_every, int(cost / self.memory_budget / self.interval) + 1)
+            self._next_memory_n = n + wait
         sysrow = {"t": round(t, 3), "stage": self.stage, "cpu": psutil.cpu_percent(None)}
         try:
             st = os.statvfs("/dev/shm")
