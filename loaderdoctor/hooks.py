@@ -250,6 +250,11 @@ class Recorder:
         self.clock = clock
         self.sync = sync
         self.pid = os.getpid()
+        # In a forked child (a worker) the hooks stay patched but must do nothing; a flag set
+        # at fork keeps a getpid() syscall off the per-step path.
+        self.in_child = False
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._mark_child)
         self.t0 = clock()
         self.sites: dict[str, int] = {}
         self.batches: dict[int, int] = {}  # site -> batches seen (all iterators)
@@ -264,6 +269,9 @@ class Recorder:
         self.stage_dir = stage_dir
         self.busy = False
         self.drain_from_first_batch = False
+
+    def _mark_child(self) -> None:
+        self.in_child = True
 
     # -- construction
     def site_index(self, site: str) -> int:
@@ -335,7 +343,7 @@ class Recorder:
                               "exc": str(exc)[:500], **(found or {"path": None})}, default=str))
 
     def before_next(self, it: Any, t0: float) -> _IterState | None:
-        if os.getpid() != self.pid:
+        if self.in_child:
             return None
         st = it.__dict__.get("_ld_state")
         if st is None:
@@ -380,7 +388,7 @@ class Recorder:
 
     # -- loaderdoctor driving the loader itself
     def takes_over(self, loader: Any) -> bool:
-        if self.mode == "train" or self.busy or os.getpid() != self.pid:
+        if self.mode == "train" or self.busy or self.in_child:
             return False
         site = getattr(loader, "_ld_site_name", None)
         return self.target_site is None or site == self.target_site
