@@ -8,6 +8,7 @@ from loaderdoctor import crash, diagnose, metrics, sampling
 from loaderdoctor.session import Session
 
 SCHEMA_VERSION = 1
+STAGE_STATUSES = ("ok", "hang", "crash", "failed", "skipped")  # CONTRACT.md
 
 
 def _hello(stage: dict | None) -> dict:
@@ -72,7 +73,8 @@ def build_report(session: Session) -> dict:
     }
     timelines = {}
     for st in session.stages:
-        r["stages"].append({"name": st["name"], "status": st["status"], "seconds": st["seconds"],
+        status = st["status"] if st["status"] in STAGE_STATUSES else "failed"  # e.g. interrupted: see detail
+        r["stages"].append({"name": st["name"], "status": status, "seconds": st["seconds"],
                             "detail": st.get("detail", "")})
         block = stage_block(st, warmup)
         timelines[st["name"]] = block["timeline"]

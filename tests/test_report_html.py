@@ -95,3 +95,25 @@ def test_no_environment_variables_in_reports(tmp_path):
     assert res.returncode == 0, res.stderr
     for name in ("report.json", "report.md", "report.html", "session.json"):
         assert secret not in (tmp_path / name).read_text(), name
+
+
+@pytest.mark.slow
+def test_report_json_has_the_contract_keys(crash_report):
+    r = json.loads((crash_report / "report.json").read_text())
+    assert r["schema_version"] == 1 and r["tool"]["name"] == "loaderdoctor"
+    for key in ("target", "environment", "loaders", "baseline", "stages", "workers_sweep", "transforms", "collate",
+                "hangs", "crashes", "verdict", "findings", "recommendation"):
+        assert key in r, key
+    assert {"path", "kind", "argv"} <= set(r["target"])
+    assert {"python", "torch", "platform", "cpu_count_effective", "start_method_default", "gpus",
+            "shm_bytes_total"} <= set(r["environment"])
+    assert {"index", "role", "dataset", "num_workers", "batch_size", "pin_memory", "persistent_workers",
+            "prefetch_factor", "start_method"} <= set(r["loaders"][0])
+    assert {"steps", "samples_per_s", "data_wait_fraction", "step_s", "wait_s", "compute_s",
+            "first_batch_s"} <= set(r["baseline"])
+    assert all(s["status"] in ("ok", "hang", "crash", "failed", "skipped") for s in r["stages"])
+    assert {"stage", "role", "signal", "exit_code", "exception_type", "message", "culprit"} <= set(r["crashes"][0])
+    assert r["verdict"] in ("data-bound", "compute-bound", "balanced", "hang", "crash", "inconclusive")
+    assert all({"id", "severity", "title", "evidence", "fix"} <= set(f) for f in r["findings"])
+    assert {"num_workers", "pin_memory", "persistent_workers", "prefetch_factor", "multiprocessing_context",
+            "measured_speedup"} <= set(r["recommendation"])
