@@ -68,7 +68,8 @@ def parse_worker_traceback(message: str) -> tuple[list[dict], str | None, str | 
     return frames, exc_type, exc_msg
 
 
-def _signal_name(code: int | None) -> str | None:
+def signal_name(code: int | None) -> str | None:
+    """SIGxxx for a negative exit code (killed by that signal), else None."""
     if code is None or code >= 0:
         return None
     try:
@@ -88,10 +89,7 @@ def classify(stage: str, exc: dict | None, returncode: int | None, fatal_dumps: 
     exits = {int(k): v for k, v in (worker_exits or {}).items()}
     if exc is None:
         if returncode is not None and returncode < 0:
-            try:
-                sig = signal.Signals(-returncode).name
-            except ValueError:
-                sig = None
+            sig = signal_name(returncode)
             main_dump = next((d for d in fatal_dumps if d.get("role") == "main"), None)
             frames = main_dump["frames"] if main_dump else []
             return {"stage": stage, "role": "main", "signal": sig, "exit_code": None, "exception_type": None,
@@ -134,7 +132,7 @@ def classify(stage: str, exc: dict | None, returncode: int | None, fatal_dumps: 
         dump = next((by_pid[p] for p in pids if p in by_pid), None)
         frames = dump["frames"] if dump else []
         code = exits.get(pid) if pid is not None else None
-        sig = _signal_name(code)
+        sig = signal_name(code)
         rec.update(role="worker", pid=pid, exception_type=None, message=m.group(0), frames=frames,
                    signal=sig, exit_code=code if sig is None else None,
                    culprit=culprit_from_frames(frames, "worker", pid))
@@ -144,7 +142,7 @@ def classify(stage: str, exc: dict | None, returncode: int | None, fatal_dumps: 
     dead = [(pid, code) for pid, code in exits.items() if code is not None and code < 0]
     if dead:  # the loader failed with another error (e.g. a reset pipe) while a worker died by a signal
         pid, code = dead[0]
-        sig = _signal_name(code)
+        sig = signal_name(code)
         dump = by_pid.get(pid)
         frames = dump["frames"] if dump else []
         rec.update(role="worker", pid=pid, signal=sig, exception_type=None, frames=frames,

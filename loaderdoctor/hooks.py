@@ -308,7 +308,10 @@ class Recorder:
         if idx is None:
             idx = self.site_index(call_site(3))
         it._ld_state = _IterState(idx, t_start)
-        it._ld_loader = loader  # the iterator already holds its loader; this adds no lifetime
+        # What estimate_batch needs, not the loader: with persistent workers the loader holds this
+        # iterator, and a reference back would delay its __del__ (worker shutdown) to the cyclic
+        # GC. The iterator already holds the dataset, so this adds no lifetime.
+        it._ld_sample_source = (loader.dataset, loader.batch_size, idx)
         workers = getattr(it, "_workers", None) or []
         pids = [getattr(w, "pid", None) for w in workers]
         try:
@@ -420,18 +423,18 @@ class Recorder:
         if codes:
             self.emit(json.dumps({"e": "wexit", "codes": codes}))
 
-    def estimate_batch(self, loader: Any, exc: BaseException) -> None:
+    def estimate_batch(self, dataset: Any, batch_size: int | None, site: int, exc: BaseException) -> None:
         """Shared memory ran out before any batch arrived: measure one sample here, in the
         main process, so the report can show the arithmetic (bytes x batch size)."""
         text = str(exc)
         if not any(s in text for s in ("shared memory", "No space left on device", "Bus error", "shm")):
             return
         try:
-            nbytes, ntensors = batch_bytes(loader.dataset[0])
+            nbytes, ntensors = batch_bytes(dataset[0])
         except Exception:
             return
-        bs = loader.batch_size or 1
-        self.emit(json.dumps({"e": "batch_estimate", "l": getattr(loader, "_ld_site", None),
+        bs = batch_size or 1
+        self.emit(json.dumps({"e": "batch_estimate", "l": site,
                               "bytes": nbytes * bs, "tensors": ntensors, "from": "one sample x batch_size"}))
 
     def on_exhausted(self, st: _IterState | None, t0: float) -> None:
@@ -443,6 +446,28 @@ class Recorder:
 
 def _num(x: float | None) -> str:
     return "null" if x is None else f"{x:.6f}"
+
+
+def hello(**extra) -> dict:
+    """The first event of a run: who measures, under which Python and torch."""
+    import multiprocessing
+    import platform
+
+    import torch
+
+    return {"e": "hello", "pid": os.getpid(), "python": platform.python_version(), "torch": torch.__version__,
+            "start_method_default": multiprocessing.get_start_method(allow_none=True)
+            or multiprocessing.get_context().get_start_method(),
+            "cuda_available": bool(torch.cuda.is_available()), **extra}
+
+
+def recorder_from_spec(spec: dict, emit: Callable[[str], None], sync: Callable[[], None] | None) -> Recorder:
+    return Recorder(
+        emit, steps=int(spec.get("steps", 50)), warmup=int(spec.get("warmup", 3)),
+        max_seconds=spec.get("max_seconds"), overrides=spec.get("overrides") or {},
+        override_site=spec.get("override_site"), stack_dir=spec.get("stack_dir"), sync=sync,
+        mode=spec.get("mode", "train"), target_site=spec.get("target_site"),
+        drain_seconds=spec.get("drain_seconds"), stage_dir=spec.get("stage_dir"))
 
 
 # ---------------------------------------------------------------- install / uninstall
@@ -517,9 +542,9 @@ def install(rec: Recorder) -> None:
             raise
         except Exception as exc:
             rec.on_error(self)
-            loader = getattr(self, "_ld_loader", None)
-            if loader is not None:
-                rec.estimate_batch(loader, exc)
+            source = getattr(self, "_ld_sample_source", None)
+            if source is not None:
+                rec.estimate_batch(*source, exc)
             raise
         rec.on_batch(st, t0, clock(), batch)
         return batch

@@ -152,29 +152,13 @@ def _frames(tb: str) -> list[dict]:
 
 def kernel_setup(spec_path: str) -> None:
     """Run as the notebook's first cell: hooks in, events out through the FIFO."""
-    import multiprocessing
-    import platform
-    import time
-
-    import torch
-
     from loaderdoctor import hooks
     from loaderdoctor.runner import Emitter, _cuda_sync
 
     with open(spec_path) as f:
         spec = json.load(f)
-    fd = os.open(spec["event_fifo"], os.O_WRONLY)
-    emit = Emitter(fd)
+    emit = Emitter(os.open(spec["event_fifo"], os.O_WRONLY))
     if spec.get("stack_dir"):
         hooks.enable_stack_file(spec["stack_dir"], "main")
-    emit.json({"e": "hello", "pid": os.getpid(), "python": platform.python_version(), "torch": torch.__version__,
-               "start_method_default": multiprocessing.get_start_method(allow_none=True)
-               or multiprocessing.get_context().get_start_method(),
-               "cuda_available": bool(torch.cuda.is_available()), "kernel": True, "t": time.time()})
-    rec = hooks.Recorder(
-        emit, steps=int(spec.get("steps", 50)), warmup=int(spec.get("warmup", 3)),
-        max_seconds=spec.get("max_seconds"), overrides=spec.get("overrides") or {},
-        override_site=spec.get("override_site"), stack_dir=spec.get("stack_dir"), sync=_cuda_sync(),
-        mode=spec.get("mode", "train"), target_site=spec.get("target_site"),
-        drain_seconds=spec.get("drain_seconds"), stage_dir=spec.get("stage_dir"))
-    hooks.install(rec)
+    emit.json(hooks.hello(kernel=True))
+    hooks.install(hooks.recorder_from_spec(spec, emit, _cuda_sync()))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import time
 import traceback
@@ -87,23 +86,10 @@ def run(spec: dict, emit: Emitter) -> int:
     if stack_dir:
         hooks.enable_stack_file(stack_dir, "main")
     t = time.perf_counter()
-    import torch
-    import multiprocessing
+    import torch  # noqa: F401  (timed: the import is part of every stage's start-up)
 
-    emit.json({
-        "e": "hello", "pid": os.getpid(), "python": platform.python_version(),
-        "torch": torch.__version__, "torch_import_s": round(time.perf_counter() - t, 3),
-        "start_method_default": multiprocessing.get_start_method(allow_none=True)
-        or multiprocessing.get_context().get_start_method(),
-        "cuda_available": bool(torch.cuda.is_available()),
-    })
-    rec = hooks.Recorder(
-        emit, steps=int(spec.get("steps", 50)), warmup=int(spec.get("warmup", 3)),
-        max_seconds=spec.get("max_seconds"), overrides=spec.get("overrides") or {},
-        override_site=spec.get("override_site"), stack_dir=stack_dir, sync=_cuda_sync(),
-        mode=spec.get("mode", "train"), target_site=spec.get("target_site"),
-        drain_seconds=spec.get("drain_seconds"), stage_dir=spec.get("stage_dir"),
-    )
+    emit.json(hooks.hello(torch_import_s=round(time.perf_counter() - t, 3)))
+    rec = hooks.recorder_from_spec(spec, emit, _cuda_sync())
     hooks.install(rec)
 
     path = spec["target"]

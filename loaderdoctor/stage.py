@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from loaderdoctor import watchdog
+from loaderdoctor import crash, watchdog
 from loaderdoctor.protocol import EVENT_FD_ENV, RUN_ID_ENV, decode
 from loaderdoctor.sampling import TreeSampler
 
@@ -308,10 +307,7 @@ def _classify_end(res: StageResult) -> None:
     if ex is None:
         rc = res.returncode
         if rc is not None and rc < 0:
-            try:
-                name = signal.Signals(-rc).name
-            except ValueError:
-                name = f"signal {-rc}"
+            name = crash.signal_name(rc)
             res.status, res.detail = "crash", f"the script's process was killed by {name}"
         else:
             res.status, res.detail = "crash", f"the runner ended without reporting (exit code {rc})"
