@@ -233,7 +233,8 @@ def rule_workers(r: dict) -> list[Finding]:
     table = ", ".join(f"{row['num_workers']}: {row['samples_per_s']}" for row in r["workers_sweep"]
                       if row.get("samples_per_s"))
     ev = (f"Loader-only samples/s by num_workers ({table}); the current setting is {current}, "
-          f"the fewest within 5% of the best is {choice}. Effective CPUs: {sweep.get('effective_cpus')}.")
+          f"the fewest within 5% of the best is {choice}. Effective CPUs: {sweep.get('effective_cpus')}; "
+          f"the sweep stopped because {sweep.get('why_stopped')}.")
     confirmed = _confirmed_faster(r)
     settings = (r.get("confirm") or {}).get("settings") or {"num_workers": choice}
     if choice > current and rn >= rc * (1 + THRESHOLDS["workers_gain"]):

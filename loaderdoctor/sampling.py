@@ -172,6 +172,31 @@ def loader_peaks(summary: dict | None) -> dict:
     }
 
 
+def window_load(summary: dict | None, window: list[float] | None, cpus: int) -> dict | None:
+    """How busy the CPUs were while batches flowed (the window between the first and last
+    batch): the machine's CPU use, and the loader's processes' (main + workers) in cores.
+    `busy` is the larger of the two as a fraction of the effective CPUs: the process tree
+    catches a CPU quota smaller than the machine, the machine figure catches everything else
+    competing for the cores."""
+    if not summary or not window:
+        return None
+    t0, t1 = window
+    system = [s["cpu"] for s in summary.get("system", []) if t0 < s["t"] <= t1 and s.get("cpu") is not None]
+    tree: dict[float, float] = {}
+    for r in summary.get("rows", []):
+        if r["role"] in ("main", "worker") and t0 < r["t"] <= t1:
+            tree[r["t"]] = tree.get(r["t"], 0.0) + r["cpu"]
+    if not system and not tree:
+        return None
+    system_pct = sum(system) / len(system) if system else None
+    tree_cores = sum(tree.values()) / len(tree) / 100 if tree else None
+    busy = max(system_pct / 100 if system_pct is not None else 0.0,
+               tree_cores / max(1, cpus) if tree_cores is not None else 0.0)
+    return {"system_cpu_pct": round(system_pct, 1) if system_pct is not None else None,
+            "loader_cpu_cores": round(tree_cores, 2) if tree_cores is not None else None,
+            "busy": round(min(1.0, busy), 3), "samples": max(len(system), len(tree))}
+
+
 def downsample(summary: dict | None, limit: int = 300) -> dict | None:
     """What the report keeps of a stage's samples: per-time totals by role and the system
     series, at most `limit` points (striding; the report says when it did), plus the

@@ -62,6 +62,7 @@ class StageResult:
     survivors: list[int] = field(default_factory=list)
     fatal_dumps: list[dict] = field(default_factory=list)  # [{pid, role, error, frames}]
     samples: dict | None = None  # TreeSampler.summary()
+    window: list[float] | None = None  # first and last batch, on the sampler's clock
     oom_kills: int = 0  # increase of the cgroup's oom_kill counter during the stage
 
     def to_dict(self) -> dict:
@@ -143,6 +144,8 @@ def run_stage(spec: StageSpec, run_dir: str, *, on_event: Callable[[dict], None]
                 state["workers"].update(p for p in ev.get("workers") or [] if p)
             elif kind == "b":
                 state["waiting_first"] = False
+                state["b_first"] = state.get("b_first") or now
+                state["b_last"] = now
             elif kind == "stop":
                 state["stop_at"] = now
             elif kind == "exit":
@@ -229,6 +232,8 @@ def run_stage(spec: StageSpec, run_dir: str, *, on_event: Callable[[dict], None]
         stack_dir=stack_dir, survivors=survivors, fatal_dumps=_fatal_dumps(stack_dir),
         oom_kills=max(0, _oom_kill_count() - oom_before),
         samples=sampler.summary() if sampler is not None else None,
+        window=([round(state["b_first"] - sampler.t0, 3), round(state["b_last"] - sampler.t0, 3)]
+                if sampler is not None and state.get("b_first") else None),
     )
     if status is None:
         _classify_end(result)

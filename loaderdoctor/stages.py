@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from loaderdoctor import metrics, tuning
+from loaderdoctor import metrics, sampling, tuning
 from loaderdoctor.session import Session
 from loaderdoctor.stage import StageResult, StageSpec, run_stage
 from loaderdoctor.target import Target
@@ -79,6 +79,15 @@ def _drain_workers(ctx: Ctx, name: str, n: int) -> float | None:
     return None if res is None else metrics.drain_rate(ctx.session.stages[-1])
 
 
+def _load(ctx: Ctx, name: str) -> dict | None:
+    """The CPUs' load while the named stage's batches flowed (see sampling.window_load)."""
+    st = ctx.session.stage(name)
+    if not st:
+        return None
+    eff = int(ctx.session.environment.get("cpu_count_effective") or 1)
+    return sampling.window_load(st.get("samples"), st.get("window"), eff)
+
+
 def workers_sweep(ctx: Ctx, loader_only_res: StageResult | None) -> int | None:
     """Adaptive sweep over num_workers; returns the chosen count (None if nothing measured)."""
     eff = int(ctx.session.environment.get("cpu_count_effective") or 1)
@@ -86,26 +95,38 @@ def workers_sweep(ctx: Ctx, loader_only_res: StageResult | None) -> int | None:
     current = ctx.train_loader.get("num_workers")
     rates: list[tuple[int, float | None]] = []
     tried: list[int] = []
-    for n in tuning.ladder(cap):
+    busy: dict[int, float] = {}
+    why = "reached the cap"
+    steps = tuning.ladder(cap)
+    for i, n in enumerate(steps):
         if n == current and loader_only_res is not None:
             rates.append((n, metrics.drain_rate(ctx.session.stage("loader-only"))))  # measured as loader-only
-            tried.append(n)
+            load = _load(ctx, "loader-only")
         else:
             if ctx.left() <= 5:
                 ctx.skip(f"workers-{n}", f"the --budget of {ctx.opts.budget:g} s was used up")
+                why = "the budget ran out"
                 break
             rates.append((n, _drain_workers(ctx, f"workers-{n}", n)))
-            tried.append(n)
+            load = _load(ctx, f"workers-{n}")
+        tried.append(n)
+        if load:
+            busy[n] = load["busy"]
         if tuning.should_stop(rates):
+            why = "two steps in a row gained under 5%"
             break
-    untried = [n for n in tuning.ladder(cap) if n not in tried]
+        at = tuning.best_within(rates, eff)
+        past_next = i + 1 < len(steps) and steps[i + 1] > eff
+        if past_next and at is not None and tuning.saturated(busy, at):
+            why = (f"the CPUs were {100 * busy[at]:.0f}% busy at {at} workers: more workers than "
+                   f"CPUs would only take CPU time from the training step")
+            break
     ctx.session.notes["workers_sweep"] = {
         "cap": cap, "effective_cpus": eff, "tried": tried, "rates": rates, "current": current,
-        "not_tried": untried,
-        "why_stopped": ("two steps in a row gained under 5%" if tuning.should_stop(rates)
-                        else "reached the cap" if not untried else "the budget ran out"),
+        "not_tried": [n for n in steps if n not in tried], "why_stopped": why,
+        "busy": {str(n): b for n, b in busy.items()},
     }
-    choice = tuning.choose(rates, eff)
+    choice = tuning.choose(rates, eff, busy)
     within = tuning.choose([(n, r) for n, r in rates if n <= eff], eff)
     r = dict(rates)
     if choice is not None and within is not None and choice > eff and r[choice] < RECHECK_BELOW * r[within]:
@@ -114,7 +135,7 @@ def workers_sweep(ctx: Ctx, loader_only_res: StageResult | None) -> int | None:
         again = {n: _drain_workers(ctx, f"workers-{n}-again", n) for n in (within, choice)}
         first = dict(rates)
         averaged = [(n, (r + again[n]) / 2 if again.get(n) and r else r) for n, r in rates]
-        choice = tuning.choose(averaged, eff)
+        choice = tuning.choose(averaged, eff, busy)
         ctx.session.notes["workers_sweep"]["recheck"] = {
             str(n): {"first": first[n], "again": again[n]} for n in again}
         ctx.session.notes["workers_sweep"]["rates"] = averaged

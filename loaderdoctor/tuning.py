@@ -5,6 +5,7 @@ from __future__ import annotations
 GAIN = 0.05  # a step that raises throughput by less than this is "no gain"
 CLOSE = 0.05  # the choice: the fewest workers within this of the best rate
 PAST_CORES = 0.10  # more workers than effective CPUs only for at least this gain
+SATURATED = 0.85  # CPUs this busy (fraction) at the best count within the cores: no room past them
 
 
 def sweep_cap(effective_cpus: int, max_workers: int | None) -> int:
@@ -38,20 +39,35 @@ def should_stop(rates: list[tuple[int, float | None]]) -> bool:
     return flat >= 2
 
 
-def choose(rates: list[tuple[int, float | None]], effective_cpus: int) -> int | None:
+def choose(rates: list[tuple[int, float | None]], effective_cpus: int,
+           busy: dict[int, float] | None = None) -> int | None:
     """The fewest workers within CLOSE of the best measured rate; past the effective CPUs
-    only when that beats the best configuration within the cores by PAST_CORES."""
+    only when that beats the best configuration within the cores by PAST_CORES, and only
+    when the CPUs were not already saturated there (`busy`: the CPUs' busy fraction per
+    count): past saturation more workers only win CPU time from other processes, the
+    training step's among them."""
     ok = [(n, r) for n, r in rates if r]
     if not ok:
         return None
     best = max(r for _, r in ok)
-    within = [(n, r) for n, r in ok if n <= effective_cpus]
-    best_within = max((r for _, r in within), default=None)
+    at = best_within(rates, effective_cpus)
     pool = ok
-    if best_within is not None and best < best_within * (1 + PAST_CORES):
-        pool = within
-        best = best_within
+    if at is not None:
+        best_within_rate = dict(ok)[at]
+        if best < best_within_rate * (1 + PAST_CORES) or saturated(busy, at):
+            pool = [(n, r) for n, r in ok if n <= effective_cpus]
+            best = best_within_rate
     return min(n for n, r in pool if r >= best * (1 - CLOSE))
+
+
+def best_within(rates: list[tuple[int, float | None]], effective_cpus: int) -> int | None:
+    """The worker count with the best measured rate among those within the effective CPUs."""
+    within = [(n, r) for n, r in rates if r and n <= effective_cpus]
+    return max(within, key=lambda nr: nr[1])[0] if within else None
+
+
+def saturated(busy: dict[int, float] | None, n: int) -> bool:
+    return bool(busy) and (busy.get(n) or 0.0) >= SATURATED
 
 
 def recommended_settings(current: dict, choice: int | None, iterators: int, prefetch: dict | None = None) -> dict:

@@ -152,3 +152,45 @@ def test_recommended_settings():
     assert recommended_settings(cur, 4, 1, keep) == {"num_workers": 4, "prefetch_factor": 4}
     assert recommended_settings(cur, 4, 1, dict(keep, keep=False)) == {"num_workers": 4}
     assert recommended_settings(cur, 0, 5) == {}  # nothing measured better: nothing to change
+
+
+def test_sweep_choice_goes_past_the_cores_only_with_idle_cpus_and_a_clear_gain():
+    from loaderdoctor.tuning import choose
+
+    io = [(0, 78.0), (1, 77.0), (2, 155.0), (4, 309.0), (8, 630.0)]
+    assert choose(io, 2, busy={0: 0.02, 1: 0.02, 2: 0.04, 4: 0.06, 8: 0.13}) == 8
+    # the same rates, but the CPUs were saturated at 2 workers: more only wins CPU share
+    assert choose(io, 2, busy={2: 0.9}) == 2
+    # idle CPUs but a gain under PAST_CORES past them: stay within
+    assert choose([(0, 100.0), (2, 200.0), (4, 215.0)], 2, busy={2: 0.3}) == 2
+    # the fewest workers within CLOSE of the best
+    assert choose([(0, 100.0), (1, 196.0), (2, 200.0)], 2) == 1
+    assert choose([(0, None), (1, None)], 2) is None
+
+
+def test_sweep_stops_after_two_flat_steps():
+    from loaderdoctor.tuning import should_stop
+
+    assert not should_stop([(0, 100.0), (1, 180.0), (2, 300.0)])
+    assert not should_stop([(0, 100.0), (1, 102.0)])
+    assert should_stop([(0, 100.0), (1, 102.0), (2, 101.0)])
+    assert should_stop([(0, 100.0), (1, None), (2, None)])
+
+
+def test_window_load_reads_only_the_batches_window():
+    from loaderdoctor.sampling import window_load
+
+    rows, system = [], []
+    for t in range(10):
+        busy_phase = 3 <= t <= 6
+        system.append({"t": float(t), "cpu": 95.0 if busy_phase else 10.0})
+        rows.append({"t": float(t), "role": "main", "cpu": 20.0})
+        rows.append({"t": float(t), "role": "worker", "cpu": 90.0 if busy_phase else 0.0})
+        rows.append({"t": float(t), "role": "runner", "cpu": 50.0})  # not the loader's
+    load = window_load({"rows": rows, "system": system}, [2.5, 6.5], cpus=2)
+    assert load["system_cpu_pct"] == 95.0 and load["samples"] == 4
+    assert load["loader_cpu_cores"] == 1.1
+    assert load["busy"] == 0.95
+    # a CPU quota smaller than the machine: the process tree shows it
+    assert window_load({"rows": rows, "system": system}, [2.5, 6.5], cpus=1)["busy"] == 1.0
+    assert window_load({"rows": rows, "system": system}, None, cpus=2) is None

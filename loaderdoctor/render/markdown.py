@@ -68,12 +68,14 @@ def render(r: dict, out: TextIO) -> None:
         if b.get("samples_per_s"):
             train = next((l for l in r.get("loaders") or [] if l.get("role") == "train"), {})
             rows.append([f"**baseline training run ({train.get('num_workers')})**", "", num(b["samples_per_s"]),
-                         ms(b.get("first_batch_s")), "", ""])
+                         ms(b.get("first_batch_s")), "", "", ""])
         for w in sweep:
             tag = (" (current)" if w.get("current") else "") + (" (chosen)" if w.get("chosen") else "")
             rows.append([f"{w['num_workers']}{tag}", w["status"], num(w.get("samples_per_s")),
-                         ms(w.get("first_batch_s")), w.get("peak_mem_mb"), w.get("cpu_workers_pct")])
-        _table(out, ["num_workers", "status", "samples/s", "first batch", "peak USS MB", "workers CPU %"], rows)
+                         ms(w.get("first_batch_s")), w.get("peak_mem_mb"), w.get("cpu_workers_pct"),
+                         w.get("cpu_busy_pct")])
+        _table(out, ["num_workers", "status", "samples/s", "first batch", "peak USS MB", "workers CPU %",
+                     "CPUs busy %"], rows)
         sw = r.get("sweep") or {}
         if sw:
             out.write(f"Effective CPUs {sw.get('effective_cpus')}, cap {sw.get('cap')}; stopped because "
