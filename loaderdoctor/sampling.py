@@ -174,18 +174,25 @@ def loader_peaks(summary: dict | None) -> dict:
 
 def window_load(summary: dict | None, window: list[float] | None, cpus: int) -> dict | None:
     """How busy the CPUs were while batches flowed (the window between the first and last
-    batch): the machine's CPU use, and the loader's processes' (main + workers) in cores.
-    `busy` is the larger of the two as a fraction of the effective CPUs: the process tree
-    catches a CPU quota smaller than the machine, the machine figure catches everything else
-    competing for the cores."""
+    batch): the machine's CPU use, the loader's processes' (main + workers) in cores, and
+    the workers' mean CPU share each (1.0: a worker computes all the time, never waits).
+    `busy` is the larger of the first two as a fraction of the effective CPUs: the process
+    tree catches a CPU quota smaller than the machine, the machine figure catches everything
+    else competing for the cores."""
     if not summary or not window:
         return None
     t0, t1 = window
     system = [s["cpu"] for s in summary.get("system", []) if t0 < s["t"] <= t1 and s.get("cpu") is not None]
     tree: dict[float, float] = {}
+    per_worker: list[float] = []
+    seen: set[int] = set()
     for r in summary.get("rows", []):
-        if r["role"] in ("main", "worker") and t0 < r["t"] <= t1:
+        first = r["pid"] not in seen  # read as the process was found: its CPU reads 0.0
+        seen.add(r["pid"])
+        if r["role"] in ("main", "worker") and t0 < r["t"] <= t1 and not first:
             tree[r["t"]] = tree.get(r["t"], 0.0) + r["cpu"]
+            if r["role"] == "worker":
+                per_worker.append(r["cpu"])
     if not system and not tree:
         return None
     system_pct = sum(system) / len(system) if system else None
@@ -194,6 +201,7 @@ def window_load(summary: dict | None, window: list[float] | None, cpus: int) -> 
                tree_cores / max(1, cpus) if tree_cores is not None else 0.0)
     return {"system_cpu_pct": round(system_pct, 1) if system_pct is not None else None,
             "loader_cpu_cores": round(tree_cores, 2) if tree_cores is not None else None,
+            "worker_cpu_share": round(sum(per_worker) / len(per_worker) / 100, 3) if per_worker else None,
             "busy": round(min(1.0, busy), 3), "samples": max(len(system), len(tree))}
 
 

@@ -73,13 +73,13 @@ def loader_only(ctx: Ctx) -> StageResult | None:
                    steps=max(ctx.opts.steps, DRAIN_STEPS))
 
 
-def _drain_workers(ctx: Ctx, name: str, n: int) -> float | None:
+def drain_workers(ctx: Ctx, name: str, n: int) -> float | None:
     res = ctx.run(name, mode="drain", target_site=ctx.train_site, drain_seconds=DRAIN_SECONDS,
                   steps=max(ctx.opts.steps, DRAIN_STEPS), overrides={"num_workers": n}, override_site=ctx.train_site)
     return None if res is None else metrics.drain_rate(ctx.session.stages[-1])
 
 
-def _load(ctx: Ctx, name: str) -> dict | None:
+def stage_load(ctx: Ctx, name: str) -> dict | None:
     """The CPUs' load while the named stage's batches flowed (see sampling.window_load)."""
     st = ctx.session.stage(name)
     if not st:
@@ -95,47 +95,48 @@ def workers_sweep(ctx: Ctx, loader_only_res: StageResult | None) -> int | None:
     current = ctx.train_loader.get("num_workers")
     rates: list[tuple[int, float | None]] = []
     tried: list[int] = []
-    busy: dict[int, float] = {}
+    loads: dict[int, dict] = {}
     why = "reached the cap"
     steps = tuning.ladder(cap)
     for i, n in enumerate(steps):
         if n == current and loader_only_res is not None:
             rates.append((n, metrics.drain_rate(ctx.session.stage("loader-only"))))  # measured as loader-only
-            load = _load(ctx, "loader-only")
+            load = stage_load(ctx, "loader-only")
         else:
             if ctx.left() <= 5:
                 ctx.skip(f"workers-{n}", f"the --budget of {ctx.opts.budget:g} s was used up")
                 why = "the budget ran out"
                 break
-            rates.append((n, _drain_workers(ctx, f"workers-{n}", n)))
-            load = _load(ctx, f"workers-{n}")
+            rates.append((n, drain_workers(ctx, f"workers-{n}", n)))
+            load = stage_load(ctx, f"workers-{n}")
         tried.append(n)
         if load:
-            busy[n] = load["busy"]
+            loads[n] = load
         if tuning.should_stop(rates):
             why = "two steps in a row gained under 5%"
             break
         at = tuning.best_within(rates, eff)
-        past_next = i + 1 < len(steps) and steps[i + 1] > eff
-        if past_next and at is not None and tuning.saturated(busy, at):
-            why = (f"the CPUs were {100 * busy[at]:.0f}% busy at {at} workers: more workers than "
-                   f"CPUs would only take CPU time from the training step")
+        limited = tuning.cpu_limited(loads.get(at)) if at is not None else None
+        if limited and i + 1 < len(steps) and steps[i + 1] > eff:
+            why = (f"at {at} workers {limited}: more workers than CPUs would only take CPU time "
+                   f"from the training step")
             break
     ctx.session.notes["workers_sweep"] = {
         "cap": cap, "effective_cpus": eff, "tried": tried, "rates": rates, "current": current,
         "not_tried": [n for n in steps if n not in tried], "why_stopped": why,
-        "busy": {str(n): b for n, b in busy.items()},
+        "load": {str(n): load for n, load in loads.items()},
     }
-    choice = tuning.choose(rates, eff, busy)
+    limited = {n for n, load in loads.items() if tuning.cpu_limited(load)}
+    choice = tuning.choose(rates, eff, limited)
     within = tuning.choose([(n, r) for n, r in rates if n <= eff], eff)
     r = dict(rates)
     if choice is not None and within is not None and choice > eff and r[choice] < RECHECK_BELOW * r[within]:
         # More workers than CPUs wins: measure both contenders once more before believing it
         # (one short measurement on a busy machine can be off by 20%).
-        again = {n: _drain_workers(ctx, f"workers-{n}-again", n) for n in (within, choice)}
+        again = {n: drain_workers(ctx, f"workers-{n}-again", n) for n in (within, choice)}
         first = dict(rates)
         averaged = [(n, (r + again[n]) / 2 if again.get(n) and r else r) for n, r in rates]
-        choice = tuning.choose(averaged, eff, busy)
+        choice = tuning.choose(averaged, eff, limited)
         ctx.session.notes["workers_sweep"]["recheck"] = {
             str(n): {"first": first[n], "again": again[n]} for n in again}
         ctx.session.notes["workers_sweep"]["rates"] = averaged

@@ -6,6 +6,7 @@ GAIN = 0.05  # a step that raises throughput by less than this is "no gain"
 CLOSE = 0.05  # the choice: the fewest workers within this of the best rate
 PAST_CORES = 0.10  # more workers than effective CPUs only for at least this gain
 SATURATED = 0.85  # CPUs this busy (fraction) at the best count within the cores: no room past them
+COMPUTING = 0.6  # workers computing this share of the time (not waiting on I/O) are CPU-bound
 
 
 def sweep_cap(effective_cpus: int, max_workers: int | None) -> int:
@@ -40,12 +41,12 @@ def should_stop(rates: list[tuple[int, float | None]]) -> bool:
 
 
 def choose(rates: list[tuple[int, float | None]], effective_cpus: int,
-           busy: dict[int, float] | None = None) -> int | None:
+           cpu_limited: set[int] | frozenset[int] = frozenset()) -> int | None:
     """The fewest workers within CLOSE of the best measured rate; past the effective CPUs
     only when that beats the best configuration within the cores by PAST_CORES, and only
-    when the CPUs were not already saturated there (`busy`: the CPUs' busy fraction per
-    count): past saturation more workers only win CPU time from other processes, the
-    training step's among them."""
+    when that configuration was not CPU-limited (`cpu_limited`, see cpu_limited()): then
+    more workers than CPUs only win CPU time from other processes, the training step's
+    among them, or fill gaps a deeper prefetch_factor fills too."""
     ok = [(n, r) for n, r in rates if r]
     if not ok:
         return None
@@ -54,7 +55,7 @@ def choose(rates: list[tuple[int, float | None]], effective_cpus: int,
     pool = ok
     if at is not None:
         best_within_rate = dict(ok)[at]
-        if best < best_within_rate * (1 + PAST_CORES) or saturated(busy, at):
+        if best < best_within_rate * (1 + PAST_CORES) or at in cpu_limited:
             pool = [(n, r) for n, r in ok if n <= effective_cpus]
             best = best_within_rate
     return min(n for n, r in pool if r >= best * (1 - CLOSE))
@@ -66,8 +67,17 @@ def best_within(rates: list[tuple[int, float | None]], effective_cpus: int) -> i
     return max(within, key=lambda nr: nr[1])[0] if within else None
 
 
-def saturated(busy: dict[int, float] | None, n: int) -> bool:
-    return bool(busy) and (busy.get(n) or 0.0) >= SATURATED
+def cpu_limited(load: dict | None) -> str | None:
+    """Why a configuration's CPUs had no room for more workers (None when they had): the
+    CPUs were saturated, or its workers were computing, not waiting (sampling.window_load)."""
+    if not load:
+        return None
+    if load.get("busy") is not None and load["busy"] >= SATURATED:
+        return f"the CPUs were {100 * load['busy']:.0f}% busy"
+    share = load.get("worker_cpu_share")
+    if share is not None and share >= COMPUTING:
+        return f"each worker was computing {100 * share:.0f}% of the time (CPU-bound, not waiting on I/O)"
+    return None
 
 
 def recommended_settings(current: dict, choice: int | None, iterators: int, prefetch: dict | None = None) -> dict:

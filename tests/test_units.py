@@ -154,18 +154,23 @@ def test_recommended_settings():
     assert recommended_settings(cur, 0, 5) == {}  # nothing measured better: nothing to change
 
 
-def test_sweep_choice_goes_past_the_cores_only_with_idle_cpus_and_a_clear_gain():
-    from loaderdoctor.tuning import choose
+def test_sweep_choice_goes_past_the_cores_only_with_room_on_the_cpus_and_a_clear_gain():
+    from loaderdoctor.tuning import choose, cpu_limited
 
     io = [(0, 78.0), (1, 77.0), (2, 155.0), (4, 309.0), (8, 630.0)]
-    assert choose(io, 2, busy={0: 0.02, 1: 0.02, 2: 0.04, 4: 0.06, 8: 0.13}) == 8
-    # the same rates, but the CPUs were saturated at 2 workers: more only wins CPU share
-    assert choose(io, 2, busy={2: 0.9}) == 2
-    # idle CPUs but a gain under PAST_CORES past them: stay within
-    assert choose([(0, 100.0), (2, 200.0), (4, 215.0)], 2, busy={2: 0.3}) == 2
+    assert choose(io, 2) == 8
+    # the same rates, but 2 workers were CPU-limited: more only win CPU share
+    assert choose(io, 2, cpu_limited={2}) == 2
+    # a gain under PAST_CORES past the cores: stay within
+    assert choose([(0, 100.0), (2, 200.0), (4, 215.0)], 2) == 2
     # the fewest workers within CLOSE of the best
     assert choose([(0, 100.0), (1, 196.0), (2, 200.0)], 2) == 1
     assert choose([(0, None), (1, None)], 2) is None
+    assert cpu_limited({"busy": 0.9, "worker_cpu_share": 0.1}).startswith("the CPUs were 90% busy")
+    assert "computing 74%" in cpu_limited({"busy": 0.8, "worker_cpu_share": 0.74})
+    assert cpu_limited({"busy": 0.1, "worker_cpu_share": 0.05}) is None
+    assert cpu_limited({"busy": 0.5, "worker_cpu_share": None}) is None  # num_workers=0
+    assert cpu_limited(None) is None
 
 
 def test_sweep_stops_after_two_flat_steps():
@@ -184,13 +189,16 @@ def test_window_load_reads_only_the_batches_window():
     for t in range(10):
         busy_phase = 3 <= t <= 6
         system.append({"t": float(t), "cpu": 95.0 if busy_phase else 10.0})
-        rows.append({"t": float(t), "role": "main", "cpu": 20.0})
-        rows.append({"t": float(t), "role": "worker", "cpu": 90.0 if busy_phase else 0.0})
-        rows.append({"t": float(t), "role": "runner", "cpu": 50.0})  # not the loader's
+        rows.append({"t": float(t), "pid": 1, "role": "main", "cpu": 20.0})
+        rows.append({"t": float(t), "pid": 2, "role": "worker", "cpu": 90.0 if busy_phase else 0.0})
+        rows.append({"t": float(t), "pid": 3, "role": "runner", "cpu": 50.0})  # not the loader's
+        if t >= 5:  # a worker found at t=5 reads 0.0 there (its CPU counter was just primed)
+            rows.append({"t": float(t), "pid": 4, "role": "worker", "cpu": 0.0 if t == 5 else 90.0})
     load = window_load({"rows": rows, "system": system}, [2.5, 6.5], cpus=2)
     assert load["system_cpu_pct"] == 95.0 and load["samples"] == 4
-    assert load["loader_cpu_cores"] == 1.1
+    assert load["loader_cpu_cores"] == pytest.approx(1.325, abs=0.006)  # (3 * 1.1 + 2.0) / 4
     assert load["busy"] == 0.95
+    assert load["worker_cpu_share"] == 0.9
     # a CPU quota smaller than the machine: the process tree shows it
     assert window_load({"rows": rows, "system": system}, [2.5, 6.5], cpus=1)["busy"] == 1.0
     assert window_load({"rows": rows, "system": system}, None, cpus=2) is None
