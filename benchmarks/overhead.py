@@ -5,8 +5,11 @@ stream, parent-side sampler and watchdog), the same without the sampler (hooks o
 under torch.profiler, alternating the four, in one run; each run reports its own loop's
 steps/s. Prints the medians and, last, `overhead_ratio=R` (instrumented steps/s
 over plain; goal >= 0.98). R is the median over rounds of the paired ratio (each round's
-instrumented run over the plain run just before it): on a small shared machine the rate of
-one configuration drifts by 10-20% between runs, and pairing neighbours cancels the drift.
+instrumented run over the plain run just before it), with its quartiles: on a small shared
+machine the rate of one configuration drifts by 10-20% between runs, and pairing neighbours
+cancels only part of that drift. So it also prints `hooks_ab_ratio`: the hooks measured in
+one process, chunks of steps alternately hooked and not (the workload's OVERHEAD_MODE=ab),
+which resolves about 1%.
 
     python benchmarks/overhead.py [--rounds 5] [--steps 600]
 """
@@ -25,6 +28,7 @@ from loaderdoctor.stage import StageSpec, run_stage  # noqa: E402
 
 WORKLOAD = os.path.join(HERE, "workloads", "overhead_train.py")
 RATE = re.compile(r"steps_per_s=([\d.]+)")
+AB = re.compile(r"ab_ratio=([\d.]+)")
 
 
 def plain(steps, env=None):
@@ -46,7 +50,7 @@ def hooked(steps, run_dir, sample_interval=0.2):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=7)
-    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--steps", type=int, default=1500)
     args = ap.parse_args()
     rates = {"plain": [], "loaderdoctor": [], "hooks_only": [], "torch_profiler": []}
     with tempfile.TemporaryDirectory() as run_dir:
@@ -60,8 +64,15 @@ def main():
     print(f"workload: {args.steps} steps of batch 64, 128->512->512->10 MLP, num_workers=0; {args.rounds} rounds alternating")
     for k, v in med.items():
         print(f"median steps/s {k}: {v:.1f}")
-    paired = {k: statistics.median(a / b for a, b in zip(rates[k], rates["plain"]))
-              for k in ("loaderdoctor", "hooks_only", "torch_profiler")}
+    ratios = {k: [a / b for a, b in zip(rates[k], rates["plain"])] for k in ("loaderdoctor", "hooks_only", "torch_profiler")}
+    paired = {k: statistics.median(v) for k, v in ratios.items()}
+    q = statistics.quantiles(ratios["loaderdoctor"], n=4)
+    print(f"overhead_ratio quartiles {q[0]:.4f} {q[1]:.4f} {q[2]:.4f}")
+    ab = subprocess.run([sys.executable, WORKLOAD, str(args.steps)], capture_output=True, text=True, timeout=900,
+                        env={**os.environ, "OVERHEAD_MODE": "ab", "PYTHONPATH": os.path.dirname(HERE)},
+                        check=True).stdout
+    print(ab.strip().splitlines()[0])
+    print(f"hooks_ab_ratio={AB.search(ab).group(1)}")
     best = {k: max(v) for k, v in rates.items()}
     print(f"best-of ratio loaderdoctor={best['loaderdoctor'] / best['plain']:.4f} "
           f"torch_profiler={best['torch_profiler'] / best['plain']:.4f}")

@@ -241,6 +241,9 @@ class Recorder:
         stage_dir: str | None = None,
     ):
         self.emit = emit
+        # per-batch events: gathered by an emitter that can (runner.Emitter.batch)
+        batch = getattr(emit, "batch", None)
+        self.emit_batch: Callable[[str, float], None] = batch if batch is not None else (lambda line, now: emit(line))
         self.steps = steps
         self.warmup = warmup
         self.max_seconds = max_seconds
@@ -385,7 +388,7 @@ class Recorder:
         else:
             if seen > self.site_warmup.get(site, self.warmup):
                 self.measured[site] = self.measured.get(site, 0) + 1
-            self.emit(f'{{"e":"b","l":{site},"i":{st.count},"w":{t1 - t0:.6f},"c":{_num(prev_c)},"n":{n}}}')
+            self.emit_batch(f'{{"e":"b","l":{site},"i":{st.count},"w":{t1 - t0:.6f},"c":{_num(prev_c)},"n":{n}}}', t1)
         st.count += 1
         st.t_last = t1
 

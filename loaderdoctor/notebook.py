@@ -162,3 +162,7 @@ def kernel_setup(spec_path: str) -> None:
         hooks.enable_stack_file(spec["stack_dir"], "main")
     emit.json(hooks.hello(kernel=True))
     hooks.install(hooks.recorder_from_spec(spec, emit, _cuda_sync()))
+    try:  # the kernel outlives each cell: a cell's last batch events go out when it ends
+        get_ipython().events.register("post_run_cell", lambda *_: emit.flush())  # noqa: F821
+    except NameError:
+        pass

@@ -16,14 +16,50 @@ import traceback
 
 
 class Emitter:
+    """Writes events to the parent's pipe. Events the parent acts on are written at once;
+    per-batch events (`batch`) are gathered and written together every FLUSH_S, which keeps
+    a write syscall off most training steps (one per step measured ~1% of a 3 ms step). The
+    parent sees batches up to FLUSH_S late, far inside any watchdog timeout; a process killed
+    outright loses at most the last FLUSH_S of batch events."""
+
+    FLUSH_S = 0.05
+
     def __init__(self, fd: int | None):
         self.fd = fd
+        self._pending: list[str] = []
+        self._flushed_at = float("-inf")
 
     def __call__(self, line: str) -> None:
         if self.fd is None:
             return
+        if self._pending:  # keep the order: the batches before this event go first
+            self._pending.append(line)
+            self._write_pending()
+        else:
+            self._write(line + "\n")
+
+    def batch(self, line: str, now: float) -> None:
+        if self.fd is None:
+            return
+        self._pending.append(line)
+        if now - self._flushed_at >= self.FLUSH_S:
+            self._flushed_at = now
+            self._write_pending()
+
+    def flush(self) -> None:
+        if self._pending and self.fd is not None:
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        text = "\n".join(self._pending) + "\n"
+        self._pending.clear()
+        self._write(text)
+
+    def _write(self, text: str) -> None:
+        data = text.encode("utf-8", "replace")
         try:
-            os.write(self.fd, (line + "\n").encode("utf-8", "replace"))
+            while data and self.fd is not None:
+                data = data[os.write(self.fd, data):]
         except OSError:
             self.fd = None  # the parent is gone; keep the script running undisturbed
 

@@ -1,7 +1,10 @@
 """Workload for benchmarks/overhead.py: a training loop that times itself.
 
 Prints `steps_per_s=X` for its own timed loop. OVERHEAD_MODE=torch_profiler wraps the loop
-in torch.profiler (CPU activities) for the comparison.
+in torch.profiler (CPU activities) for the comparison. OVERHEAD_MODE=ab measures the hooks in
+one process instead: chunks of steps alternately with loaderdoctor's hooks installed (events
+written to /dev/null) and not, and prints `ab_ratio=R`, the median over chunk pairs of hooked
+steps/s over plain (what the hooks themselves cost, free of the drift between processes).
 """
 import os
 import sys
@@ -35,6 +38,49 @@ def loop():
     return n / (time.perf_counter() - t)
 
 
+def ab(chunks=200, per_chunk=100):
+    import statistics
+
+    from loaderdoctor import hooks
+    from loaderdoctor.runner import Emitter
+
+    fd = os.open(os.devnull, os.O_WRONLY)
+    rec = hooks.Recorder(Emitter(fd), steps=10**9)
+
+    def chunk():
+        it = iter(loader)
+        for _ in range(5):  # warm-up of this iterator, untimed
+            next(it)
+        t = time.perf_counter()
+        for _ in range(per_chunk):
+            x, y = next(it)
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return per_chunk / (time.perf_counter() - t)
+
+    ratios = []
+    for k in range(chunks):
+        first_hooked = k % 2 == 0  # alternate the order, so a trend does not favour one arm
+        rates = {}
+        for hooked in (first_hooked, not first_hooked):
+            if hooked:
+                hooks.install(rec)
+            try:
+                rates[hooked] = chunk()
+            finally:
+                if hooked:
+                    hooks.uninstall()
+        ratios.append(rates[True] / rates[False])
+    q = statistics.quantiles(ratios, n=4)
+    print(f"ab_chunks={chunks}x{per_chunk} steps, quartiles {q[0]:.4f} {q[1]:.4f} {q[2]:.4f}")
+    print(f"ab_ratio={statistics.median(ratios):.4f}", flush=True)
+
+
+if os.environ.get("OVERHEAD_MODE") == "ab":
+    ab()
+    sys.exit(0)
 if os.environ.get("OVERHEAD_MODE") == "torch_profiler":
     from torch.profiler import ProfilerActivity, profile
 
