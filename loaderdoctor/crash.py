@@ -31,6 +31,12 @@ def _signal_names() -> dict[str, str]:
 SIGNAL_NAMES = _signal_names()
 
 
+def _signum(name: str | None) -> int:
+    """The number of a signal named like SIGSEGV (0 when unknown)."""
+    sig = getattr(signal, name, None) if name else None
+    return int(sig) if sig is not None else 0
+
+
 def signal_from_text(text: str) -> str | None:
     text = text.strip()
     return SIGNAL_NAMES.get(text) or (text if text.startswith("SIG") else None)
@@ -140,6 +146,9 @@ def classify(stage: str, exc: dict | None, returncode: int | None, fatal_dumps: 
         rec["shm"] = sig == "SIGBUS" or rec["shm"]
         return rec
     dead = [(pid, code) for pid, code in exits.items() if code is not None and code < 0]
+    if not dead:  # the worker was not reaped in time to read its exit code: its fatal-signal dump tells
+        dead = [(d["pid"], -_signum(signal_from_text(d.get("error") or ""))) for d in fatal_dumps
+                if d.get("role") == "worker" and _signum(signal_from_text(d.get("error") or ""))]
     if dead:  # the loader failed with another error (e.g. a reset pipe) while a worker died by a signal
         pid, code = dead[0]
         sig = signal_name(code)

@@ -53,9 +53,9 @@ class Ctx:
         kw.setdefault("max_seconds", left)
         kw.setdefault("kind", "notebook" if self.target.kind == "notebook" else "script")
         kw.setdefault("target", self.target.path)
+        kw.setdefault("first_batch_timeout", self.opts.first_batch_timeout)
         spec = StageSpec(name=name, argv=self.target.argv, timeout=self.opts.timeout,
-                         first_batch_timeout=self.opts.first_batch_timeout, stack_method=self.opts.stack_method,
-                         **kw)
+                         stack_method=self.opts.stack_method, **kw)
         res = run_stage(spec, self.run_dir, on_event=self.on_event, gpus=self.gpus)
         self.session.stages.append(res.to_dict())
         if self.on_stage:
@@ -195,6 +195,7 @@ def confirm(ctx: Ctx, settings: dict) -> StageResult | None:
 
 
 START_METHODS = ("fork", "spawn", "forkserver")
+UNGUARDED_FIRST_BATCH = 20.0  # s: spawn start-up here is 3-6 s (re-importing torch)
 
 
 def start_methods(ctx: Ctx, baseline: StageResult) -> None:
@@ -204,10 +205,18 @@ def start_methods(ctx: Ctx, baseline: StageResult) -> None:
     default = ctx.session.environment.get("start_method_default") or "fork"
     current = (ctx.train_loader.get("start_method") or default) if nw > 0 else None
     runs = {}
+    st = ctx.session.notes.get("static") or {}
+    unguarded = st.get("has_guard") is False and bool(st.get("toplevel_calls"))
     for method in START_METHODS:
+        kw = {}
+        if unguarded and method != "fork":
+            # Its workers re-run the script's top level (static analysis): the outcome is decided
+            # in their first seconds, so a first batch gets UNGUARDED_FIRST_BATCH, not the default.
+            default = ctx.opts.first_batch_timeout or 2 * ctx.opts.timeout
+            kw["first_batch_timeout"] = min(default, UNGUARDED_FIRST_BATCH)
         res = ctx.run(f"context-{method}", mode="drain", target_site=ctx.train_site, drain_seconds=3.0, steps=5,
                       overrides={"multiprocessing_context": method, "num_workers": max(nw, 2)},
-                      override_site=ctx.train_site)
+                      override_site=ctx.train_site, **kw)
         if res is None:
             break
         runs[method] = f"context-{method}"

@@ -25,6 +25,8 @@ def test_io_bound_sweep_climbs_past_the_cores_and_confirms(tmp_path):
     tried = [row["num_workers"] for row in r["workers_sweep"]]
     assert max(tried) > eff, tried  # I/O-bound: it kept climbing past the cores
     assert r["recommendation"]["num_workers"] >= 4
+    # workers sleeping on I/O leave the CPUs idle: what let the sweep past the cores
+    assert all(row["cpu_busy_pct"] < 60 for row in r["workers_sweep"]), r["workers_sweep"]
     assert r["confirm"]["status"] == "ok"
     assert r["recommendation"]["measured_speedup"] >= 2.5, r["confirm"]
     f = next(f for f in r["findings"] if f["id"] == "too-few-workers")
@@ -37,6 +39,8 @@ def test_cpu_bound_recommendation_stays_within_the_cores(tmp_path):
     eff = r["environment"]["cpu_count_effective"]
     assert r["sweep"]["choice"] <= eff, r["workers_sweep"]
     assert r["recommendation"]["num_workers"] <= eff
+    at_cores = next(row for row in r["workers_sweep"] if row["num_workers"] == eff)
+    assert at_cores["cpu_busy_pct"] >= 60, r["workers_sweep"]  # pure-Python samples keep the CPUs busy
 
 
 def _true_shares():

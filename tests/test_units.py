@@ -202,3 +202,16 @@ def test_window_load_reads_only_the_batches_window():
     # a CPU quota smaller than the machine: the process tree shows it
     assert window_load({"rows": rows, "system": system}, [2.5, 6.5], cpus=1)["busy"] == 1.0
     assert window_load({"rows": rows, "system": system}, None, cpus=2) is None
+
+
+def test_a_worker_dead_by_a_signal_is_named_from_its_dump_when_its_exit_code_was_not_read():
+    from loaderdoctor.crash import classify
+
+    exc = {"type": "ConnectionResetError", "message": "[Errno 104] Connection reset by peer", "frames": []}
+    frames = [{"function": "native_decode", "file": "/src/train.py", "line": 10}]
+    dump = {"pid": 4242, "role": "worker", "error": "Segmentation fault", "frames": frames}
+    rec = classify("baseline", exc, 1, [dump], worker_exits={"4242": None})
+    assert (rec["role"], rec["pid"], rec["signal"]) == ("worker", 4242, "SIGSEGV")
+    assert "ConnectionResetError" in rec["message"]
+    # no dump and no exit code: the main process's own error, as it was
+    assert classify("baseline", exc, 1, [], worker_exits={"4242": None})["role"] == "main"
