@@ -5,9 +5,9 @@ it patches nn.Module, backward and Optimizer.step) and TraceML (`traceml run`, w
 `traceml.init()` and `with traceml.trace_step(model):` around each step of a plain loop). Both
 need a code change; it is applied to a copy of each scenario here (PATCHES says exactly
 what), never to the scenario itself. Neither stops a run on its own, so every peer run gets
-the same bound: the loaders end their epoch after LIMIT batches in all (a step budget like
-loaderdoctor's --steps), and a run still going after --timeout seconds is killed, which is
-recorded as such. loaderdoctor runs with the stages score.py --fast uses for the scenario.
+the same bound: the run ends after LIMIT batches in all (a step budget like loaderdoctor's
+--steps), and a run still going after --timeout seconds is killed, which is recorded as
+such. loaderdoctor runs with the stages score.py --fast uses for the scenario.
 
 Install the peers in their own environment (they pin their own dependencies):
 
@@ -16,8 +16,11 @@ Install the peers in their own environment (they pin their own dependencies):
     python benchmarks/peers.py --peer-python .venv-peers/bin/python
 
 Prints one block per scenario (expected, loaderdoctor, gpuprof, TraceML) and, last, how many
-scenarios each tool got right by the same judgement as score.py, where that can be read from
-its output; a peer's words are judged by hand-written patterns (PEER_SAYS), shown with it.
+scenarios each tool got right: loaderdoctor by score.py's judgement (verdict and finding
+ids); a peer by its own printed conclusion (gpuprof's insight lines, TraceML's
+Verdict/Why/Next) naming the expected verdict (patterns in PEER_SAYS), or, for a healthy
+control, raising no alarm above low severity. Error text the run itself printed (torch's
+"worker killed by signal") is shown beside, never counted as the peer's conclusion.
 """
 import argparse
 import json
@@ -30,12 +33,14 @@ import sys
 import tempfile
 import time
 
+import psutil
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import score  # noqa: E402
 
-LIMIT = 60  # batches, over all loaders, before every loader ends its epoch (peer runs only)
+LIMIT = 60  # batches, over all loaders, before the run ends (peer runs only)
 
 # scenario: (text of the training loop's `for` line, the model expression for trace_step).
 # Scenarios without a model in the loop get an empty module: TraceML still times the step.
@@ -57,14 +62,15 @@ PEER_SAYS = {
     "crash": r"crash|segfault|sigsegv|exited unexpectedly|killed",
 }
 
-# A preamble both peers' copies get: end every loader's epoch after LIMIT batches in all.
+# A preamble both peers' copies get: the run ends (SystemExit) at the request for batch
+# LIMIT + 1, over all loaders; both peers report on the way out.
 BUDGET = f"""
 import torch.utils.data.dataloader as _dl
 _peer_next, _peer_seen = _dl._BaseDataLoaderIter.__next__, [0]
 def _peer_budget(self):
     _peer_seen[0] += 1
     if _peer_seen[0] > {LIMIT}:
-        raise StopIteration
+        raise SystemExit(0)
     return _peer_next(self)
 _dl._BaseDataLoaderIter.__next__ = _peer_budget
 """
@@ -103,42 +109,75 @@ def gpuprof_copy(src: str, dst_dir: str, name: str) -> str:
 
 
 def run_peer(cmd: list[str], cwd: str, timeout: float) -> dict:
-    """Run a peer in its own session; past the timeout, end the whole session (its loader
-    workers and any helper process of its own)."""
+    """Run a peer in its own session, output to a file; past the timeout, end it and every
+    process it started (TraceML starts helpers in sessions of their own)."""
     t = time.monotonic()
-    p = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         start_new_session=True)
+    log = os.path.join(cwd, "peer-output.txt")
+    with open(log, "w") as out:
+        p = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        out, _ = p.communicate(timeout=timeout)
+        p.wait(timeout=timeout)
         status = "finished" if p.returncode == 0 else f"exit {p.returncode}"
     except subprocess.TimeoutExpired:
-        os.killpg(p.pid, signal.SIGKILL)
-        out, _ = p.communicate(timeout=30)
         status = f"killed after {timeout:g} s"
+    _end_tree(p)
+    with open(log, errors="replace") as f:
+        return {"status": status, "output": f.read(), "seconds": round(time.monotonic() - t, 1)}
+
+
+def _end_tree(p: subprocess.Popen) -> None:
     try:
-        os.killpg(p.pid, signal.SIGKILL)  # whatever it left behind
-    except ProcessLookupError:
+        tree = psutil.Process(p.pid).children(recursive=True)
+    except psutil.Error:
+        tree = []
+    for proc in tree:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
         pass
-    return {"status": status, "output": out or "", "seconds": round(time.monotonic() - t, 1)}
+    p.wait(timeout=30)
+    psutil.wait_procs(tree, timeout=30)
 
 
-def said(output: str, tool: str) -> str:
-    """The lines of a peer's output that carry its conclusion."""
+def conclusion(output: str, tool: str) -> list[str]:
+    """The lines of a peer's output that are its own conclusion (what is judged)."""
     keep = []
     for line in output.splitlines():
         low = line.lower()
-        if tool == "gpuprof" and ("[high]" in low or "[med" in low or "[low]" in low or "insight" in low):
+        if tool == "gpuprof" and ("[high]" in low or "[med" in low or "[low]" in low):
             keep.append(line.strip())
-        elif tool == "traceml" and any(k in low for k in ("verdict", "why:", "next:", "input wait", "bottleneck")):
+        elif tool == "traceml" and any(low.strip(" |+").startswith(k) for k in ("verdict:", "why:", "next:")):
             keep.append(line.strip(" |+"))
-        elif any(k in low for k in ("error", "exception", "killed", "segmentation")) and len(keep) < 6:
-            keep.append(line.strip()[:160])
-    return "\n".join(dict.fromkeys(keep)) or "(nothing about the run)"
+    return list(dict.fromkeys(keep))
 
 
-def judged(exp: dict, text: str) -> bool:
-    low = text.lower()
-    return any(re.search(PEER_SAYS[v], low) for v in exp["verdict"] if v in PEER_SAYS)
+def errors(output: str) -> list[str]:
+    """Error lines the run printed (torch's own, mostly): shown beside, never judged."""
+    keep = [line.strip()[:160] for line in output.splitlines()
+            if re.search(r"error|exception|segmentation|killed by signal", line, re.I)]
+    return list(dict.fromkeys(keep))[-3:]
+
+
+def judged(exp: dict, lines: list[str]) -> bool:
+    """Right when the peer's own conclusion names the expected verdict; for a control (a
+    healthy run), when it raises no alarm above low severity."""
+    text = "\n".join(lines).lower()
+    if exp.get("control"):
+        return bool(lines) and not re.search(r"\[high\]|\[med|critical|warning|input-bound", text)
+    return any(re.search(PEER_SAYS[v], text) for v in exp["verdict"] if v in PEER_SAYS)
+
+
+def show(tool: str, run: dict, lines: list[str]) -> str:
+    body = lines or ["(no conclusion printed)"]
+    errs = errors(run["output"])
+    out = f"{tool} ({run['status']}, {run['seconds']} s): " + ("right" if run.get("right") else "wrong")
+    out += "".join(f"\n  {line}" for line in body)
+    out += "".join(f"\n  (printed by the run) {line}" for line in errs)
+    return out
 
 
 def main():
@@ -169,17 +208,18 @@ def main():
                         with open(os.path.join(root, "final_summary.txt")) as f:
                             extra = f.read()
             shutil.rmtree(d, ignore_errors=True)
-        g_said, t_said = said(g["output"], "gpuprof"), said(t["output"] + "\n" + extra, "traceml")
+        g_lines, t_lines = conclusion(g["output"], "gpuprof"), conclusion(t["output"] + "\n" + extra, "traceml")
+        g["right"], t["right"] = judged(exp, g_lines), judged(exp, t_lines)
         right["loaderdoctor"] += ld["status"] == "right"
-        right["gpuprof"] += judged(exp, g_said)
-        right["traceml"] += judged(exp, t_said)
+        right["gpuprof"] += g["right"]
+        right["traceml"] += t["right"]
         want = "/".join(exp["verdict"]) + (" " + ",".join(exp.get("findings", [])) if exp.get("findings") else "")
         print(f"=== {name}   expected: {want}")
-        print(f"loaderdoctor ({ld.get('seconds', 0):.1f} s): {ld.get('verdict')} {','.join(ld.get('findings', []))}"
-              f" -> {ld['status']}")
-        print(f"gpuprof ({g['status']}, {g['seconds']} s):\n  " + g_said.replace("\n", "\n  "))
-        print(f"traceml ({t['status']}, {t['seconds']} s):\n  " + t_said.replace("\n", "\n  "), flush=True)
-    print("right (verdict named): " + ", ".join(f"{k} {v}/{len(names)}" for k, v in right.items()))
+        print(f"loaderdoctor ({ld.get('seconds', 0):.1f} s): {ld['status']}\n  {ld.get('verdict')} "
+              f"{','.join(ld.get('findings', []))}")
+        print(show("gpuprof", g, g_lines))
+        print(show("traceml", t, t_lines), flush=True)
+    print("right: " + ", ".join(f"{k} {v}/{len(names)}" for k, v in right.items()))
 
 
 if __name__ == "__main__":
