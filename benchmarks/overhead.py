@@ -64,13 +64,14 @@ def main():
     print(f"workload: {args.steps} steps of batch 64, 128->512->512->10 MLP, num_workers=0; {args.rounds} rounds alternating")
     for k, v in med.items():
         print(f"median steps/s {k}: {v:.1f}")
-    ratios = {k: [a / b for a, b in zip(rates[k], rates["plain"])] for k in ("loaderdoctor", "hooks_only", "torch_profiler")}
+    ratios = {k: [a / b for a, b in zip(rates[k], rates["plain"])]
+              for k in ("loaderdoctor", "hooks_only", "torch_profiler")}
     paired = {k: statistics.median(v) for k, v in ratios.items()}
     q = statistics.quantiles(ratios["loaderdoctor"], n=4)
     print(f"overhead_ratio quartiles {q[0]:.4f} {q[1]:.4f} {q[2]:.4f}")
-    ab = subprocess.run([sys.executable, WORKLOAD, str(args.steps)], capture_output=True, text=True, timeout=900,
-                        env={**os.environ, "OVERHEAD_MODE": "ab", "PYTHONPATH": os.path.dirname(HERE)},
-                        check=True).stdout
+    ab = subprocess.run([sys.executable, WORKLOAD, str(args.steps)], capture_output=True, text=True,
+                        timeout=900, check=True,
+                        env={**os.environ, "OVERHEAD_MODE": "ab", "PYTHONPATH": os.path.dirname(HERE)}).stdout
     print(ab.strip().splitlines()[0])
     print(f"hooks_ab_ratio={AB.search(ab).group(1)}")
     best = {k: max(v) for k, v in rates.items()}

@@ -164,8 +164,8 @@ def sweep_rows(session: Session) -> list[dict]:
         rows.append({"num_workers": n, "status": st["status"], "samples_per_s": rate, "measured_twice": bool(recheck),
                      "first_batch_s": _first_batch(st), "peak_mem_mb": peaks["peak_uss_mb"],
                      "peak_pss_mb": peaks["peak_pss_mb"], "cpu_workers_pct": peaks["cpu_workers_pct"],
-                     "cpu_main_pct": peaks["cpu_main_pct"],
-                     "cpu_busy_pct": round(100 * load["busy"], 1) if load else None, "stage": name, "current": n == current,
+                     "cpu_main_pct": peaks["cpu_main_pct"], "cpu_busy_pct": round(100 * load["busy"], 1) if load else None,
+                     "stage": name, "current": n == current,
                      "chosen": n == notes.get("choice"), "detail": st.get("detail", "")})
     rows.sort(key=lambda r: r["num_workers"])
     return rows

@@ -28,6 +28,8 @@ class Emitter:
         self.fd = fd
         self._pending: list[str] = []
         self._flushed_at = float("-inf")
+        if hasattr(os, "register_at_fork"):  # a forked worker must never re-send the parent's batches
+            os.register_at_fork(after_in_child=self._pending.clear)
 
     def __call__(self, line: str) -> None:
         if self.fd is None:

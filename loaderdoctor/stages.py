@@ -212,8 +212,8 @@ def start_methods(ctx: Ctx, baseline: StageResult) -> None:
         if unguarded and method != "fork":
             # Its workers re-run the script's top level (static analysis): the outcome is decided
             # in their first seconds, so a first batch gets UNGUARDED_FIRST_BATCH, not the default.
-            default = ctx.opts.first_batch_timeout or 2 * ctx.opts.timeout
-            kw["first_batch_timeout"] = min(default, UNGUARDED_FIRST_BATCH)
+            allowance = ctx.opts.first_batch_timeout or 2 * ctx.opts.timeout
+            kw["first_batch_timeout"] = min(allowance, UNGUARDED_FIRST_BATCH)
         res = ctx.run(f"context-{method}", mode="drain", target_site=ctx.train_site, drain_seconds=3.0, steps=5,
                       overrides={"multiprocessing_context": method, "num_workers": max(nw, 2)},
                       override_site=ctx.train_site, **kw)

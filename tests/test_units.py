@@ -215,3 +215,37 @@ def test_a_worker_dead_by_a_signal_is_named_from_its_dump_when_its_exit_code_was
     assert "ConnectionResetError" in rec["message"]
     # no dump and no exit code: the main process's own error, as it was
     assert classify("baseline", exc, 1, [], worker_exits={"4242": None})["role"] == "main"
+
+
+def test_emitter_gathers_batch_events_and_keeps_the_order():
+    import os
+
+    from loaderdoctor.runner import Emitter
+
+    r, w = os.pipe()
+    try:
+        os.set_blocking(r, False)
+
+        def written():
+            try:
+                return os.read(r, 1 << 16).decode().splitlines()
+            except BlockingIOError:
+                return []
+
+        e = Emitter(w)
+        e.batch("b1", now=10.0)  # nothing written for FLUSH_S: at once
+        assert written() == ["b1"]
+        e.batch("b2", now=10.01)
+        e.batch("b3", now=10.02)
+        assert written() == []  # gathered
+        e("stop")  # an event the parent acts on: at once, after the batches before it
+        assert written() == ["b2", "b3", "stop"]
+        e.batch("b4", now=10.03)
+        e.batch("b5", now=10.0 + Emitter.FLUSH_S + 0.001)
+        assert written() == ["b4", "b5"]
+        e.batch("b6", now=10.07)
+        e.flush()
+        assert written() == ["b6"]
+    finally:
+        os.close(r)
+        os.close(w)
