@@ -155,8 +155,7 @@ def sweep_rows(session: Session) -> list[dict]:
         else:
             continue
         peaks = sampling.loader_peaks(st.get("samples"))
-        load = sampling.window_load(st.get("samples"), st.get("window"),
-                                    int(session.environment.get("cpu_count_effective") or 1))
+        load = (notes.get("load") or {}).get(str(n))  # what the sweep decided on (stages.stage_load)
         rate = metrics.drain_rate(st)
         recheck = (notes.get("recheck") or {}).get(str(n))
         if recheck and recheck.get("again") and rate:
