@@ -69,7 +69,8 @@ def format_result(r: dict) -> str:
         lines.append(f"loaderdoctor check: HANG. {r['detail']}.")
         lines.append(f"Culprit: {frame_line(c)} in the {c['role']} process (pid {c['pid']})." if c
                      else "Culprit: no frame in your own code was found in the stacks.")
-        lines.append(f"Stacks ({h.get('method')}):")
+        why = h.get("py_spy_not_used") if h.get("method") != "py-spy" else None
+        lines.append(f"Stacks ({h.get('method')}{f'; py-spy not used: {why}' if why else ''}):")
         lines.extend(_compact_stacks(h))
         lines.append(f"Full stacks: {r['stack_dir']}. Fix the culprit call, or run `loaderdoctor probe` for the "
                      "whole diagnosis.")
@@ -80,6 +81,10 @@ def format_result(r: dict) -> str:
                      f"{(c.get('message') or '').strip()}")
         cul = c.get("culprit")
         lines.append(f"Culprit: {frame_line(cul)}." if cul else "Culprit: no frame in your own code was found.")
+        f = next((f for f in r.get("findings") or [] if f["severity"] == "critical"), None)
+        if f:
+            lines.append(f"Finding {f['id']}: {f['evidence']}")
+            lines.append(f"Fix: {f['fix']}")
         lines.append(f"The script's stderr is in {r['stderr_path']}.")
     elif code == EXIT_INTERRUPTED:
         lines.append("loaderdoctor check: interrupted; the script and its workers were ended.")

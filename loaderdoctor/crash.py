@@ -37,6 +37,11 @@ def _signum(name: str | None) -> int:
     return int(sig) if sig is not None else 0
 
 
+def _oom(sig: str | None, oom_kills: dict | None) -> dict:
+    rose = sig == "SIGKILL" and bool(oom_kills)
+    return {"oom": rose, "oom_record": dict(oom_kills) if rose else None}
+
+
 def signal_from_text(text: str) -> str | None:
     text = text.strip()
     return SIGNAL_NAMES.get(text) or (text if text.startswith("SIG") else None)
@@ -85,11 +90,12 @@ def signal_name(code: int | None) -> str | None:
 
 
 def classify(stage: str, exc: dict | None, returncode: int | None, fatal_dumps: list[dict],
-             oom_kills: int = 0, worker_exits: dict | None = None) -> dict | None:
+             oom_kills: dict | None = None, worker_exits: dict | None = None) -> dict | None:
     """A crash record (CONTRACT.md crashes[]), or None when nothing crashed.
 
     fatal_dumps: [{pid, role, error, frames}] from faulthandler files ("Fatal Python error").
-    oom_kills: increase of the cgroup's oom_kill counter during the stage.
+    oom_kills: the kernel's OOM-kill counters that rose during the stage ({source: increase}):
+    a process killed by SIGKILL while one rose gets `oom` with them as `oom_record`.
     """
     by_pid = {d["pid"]: d for d in fatal_dumps}
     exits = {int(k): v for k, v in (worker_exits or {}).items()}
@@ -101,12 +107,12 @@ def classify(stage: str, exc: dict | None, returncode: int | None, fatal_dumps: 
             return {"stage": stage, "role": "main", "signal": sig, "exit_code": None, "exception_type": None,
                     "message": f"the script's process was killed by {sig or returncode}",
                     "culprit": culprit_from_frames(frames, "main", main_dump and main_dump["pid"]),
-                    "frames": frames, "oom": sig == "SIGKILL" and oom_kills > 0, "shm": False}
+                    "frames": frames, "shm": False, **_oom(sig, oom_kills)}
         return None
     message = exc.get("message") or ""
     rec = {"stage": stage, "role": "main", "signal": None, "exit_code": None,
            "exception_type": exc.get("type"), "message": message, "culprit": None,
-           "frames": exc.get("frames") or [], "oom": False, "shm": any(s in message for s in _SHM),
+           "frames": exc.get("frames") or [], "oom": False, "oom_record": None, "shm": any(s in message for s in _SHM),
            "pid": None}
     m = _KILLED.search(message)
     if m:
@@ -116,7 +122,7 @@ def classify(stage: str, exc: dict | None, returncode: int | None, fatal_dumps: 
         frames = dump["frames"] if dump else []
         rec.update(role="worker", pid=pid, signal=sig, exception_type=None, frames=frames,
                    message=m.group(0), culprit=culprit_from_frames(frames, "worker", pid))
-        rec["oom"] = sig == "SIGKILL" and oom_kills > 0
+        rec.update(_oom(sig, oom_kills))
         rec["shm"] = sig == "SIGBUS" or rec["shm"]
         return rec
     m = _EXIT_CODE.search(message)
@@ -142,7 +148,7 @@ def classify(stage: str, exc: dict | None, returncode: int | None, fatal_dumps: 
         rec.update(role="worker", pid=pid, exception_type=None, message=m.group(0), frames=frames,
                    signal=sig, exit_code=code if sig is None else None,
                    culprit=culprit_from_frames(frames, "worker", pid))
-        rec["oom"] = sig == "SIGKILL" and oom_kills > 0
+        rec.update(_oom(sig, oom_kills))
         rec["shm"] = sig == "SIGBUS" or rec["shm"]
         return rec
     dead = [(pid, code) for pid, code in exits.items() if code is not None and code < 0]
@@ -158,7 +164,7 @@ def classify(stage: str, exc: dict | None, returncode: int | None, fatal_dumps: 
                    message=f"DataLoader worker (pid {pid}) was killed by {sig}; the main process then saw "
                            f"{exc.get('type')}: {message}",
                    culprit=culprit_from_frames(frames, "worker", pid))
-        rec["oom"] = sig == "SIGKILL" and oom_kills > 0
+        rec.update(_oom(sig, oom_kills))
         rec["shm"] = sig == "SIGBUS" or rec["shm"]
         return rec
     rec["culprit"] = culprit_from_frames(rec["frames"], "main", None)

@@ -30,6 +30,10 @@ THRESHOLDS = {
     "worker_startup_share": 0.20,
     # a confirm run must be at least this much faster for the change to be recommended
     "confirm_min_speedup": 1.05,
+    # a SIGKILLed process whose private memory grew this much (MB, and by this factor over
+    # its first reading) in the samples was killed for memory, even with no OOM record we can read
+    "oom_growth_mb": 256,
+    "oom_growth_ratio": 2.0,
     # /dev/shm must hold at least this many times the bytes the workers keep in flight
     "shm_headroom": 2.0,
     # the open-file limit must allow at least this many times the tensors in flight (one
@@ -120,6 +124,27 @@ def rule_hang(r: dict) -> list[Finding]:
     return out
 
 
+def _oom_evidence(c: dict, env: dict) -> str | None:
+    """Why a SIGKILLed process was killed for memory, from this run's records: a kernel
+    OOM-kill counter that rose during the stage, or the process's own memory growing in
+    the samples (by oom_growth_mb and oom_growth_ratio). None when neither was seen."""
+    if c.get("signal") != "SIGKILL":
+        return None
+    said = []
+    if c.get("oom"):
+        rose = ", ".join(f"{src} by {n}" for src, n in (c.get("oom_record") or {}).items())
+        said.append(f"the kernel's oom_kill counter rose during the stage ({rose})")
+    m = c.get("memory") or {}
+    if m.get("readings", 0) >= 2 and m["peak_mb"] - m["first_mb"] >= THRESHOLDS["oom_growth_mb"] \
+            and m["peak_mb"] >= THRESHOLDS["oom_growth_ratio"] * max(m["first_mb"], 1.0):
+        limit = env.get("cgroup_memory_limit_bytes") or env.get("memory_total_bytes")
+        of = (f" (memory limit {_mb(limit)}, {'cgroup' if env.get('cgroup_memory_limit_bytes') else 'machine'})"
+              if limit else "")
+        said.append(f"its private memory (USS) grew from {m['first_mb']:.0f} MB to {m['peak_mb']:.0f} MB between "
+                    f"{m['first_t']:.1f} s and {m['last_t']:.1f} s of the stage ({m['readings']} readings){of}")
+    return "; ".join(said) or None
+
+
 def rule_crashes(r: dict) -> list[Finding]:
     out = []
     for c in _real(r.get("crashes")):
@@ -127,21 +152,28 @@ def rule_crashes(r: dict) -> list[Finding]:
         if c.get("role") == "worker":
             if c.get("shm"):
                 continue  # rule_shm_small reports it, with the arithmetic
-            if c.get("oom"):
+            oom = _oom_evidence(c, r.get("environment") or {})
+            if oom:
                 out.append(Finding(
                     "worker-oom", "critical", "A DataLoader worker was killed for memory",
-                    f"Worker pid {c.get('pid')} was killed by SIGKILL in stage '{c['stage']}' and the cgroup's "
-                    f"oom_kill counter rose during the stage. Last user frame: {where}.",
+                    f"Worker pid {c.get('pid')} was killed by SIGKILL in stage '{c['stage']}'; {oom}. "
+                    + (f"Last user frame: {where}." if c.get("culprit") else "SIGKILL leaves no stack to read."),
                     "Lower memory per worker: fewer workers or a smaller prefetch_factor, keep dataset metadata in "
                     "numpy arrays instead of Python lists/dicts (copy-on-read), or raise the memory limit."))
                 continue
             if c.get("signal"):
-                what = f"killed by {c['signal']}"
+                what = f"was killed by {c['signal']}"
                 fix = ("Run the dataset code with num_workers=0 to reproduce it in the main process; the last Python "
                        f"frame before the native crash was {where}.")
-                if c.get("shm"):
-                    fix = ("Shared memory (/dev/shm) ran out: raise it (docker --shm-size=8g or --ipc=host), or lower "
-                           "num_workers, prefetch_factor or the batch size.")
+                if c["signal"] == "SIGKILL":  # sent from outside: not a native crash, and no OOM evidence here
+                    m = c.get("memory")
+                    what += ("; no OOM-kill counter we can read rose, and " +
+                             (f"its private memory went from {m['first_mb']:.0f} MB to {m['peak_mb']:.0f} MB in "
+                              f"{m['readings']} readings" if m else "its memory was never sampled") +
+                             ": why it was killed is inconclusive")
+                    fix = ("Something outside the worker killed it: the kernel's OOM killer (look for 'Out of memory' "
+                           "in `dmesg` or the container's events), a job scheduler, or a kill in your own code. If it "
+                           "was memory, use fewer workers or a smaller prefetch_factor.")
             elif c.get("exception_type"):
                 what = f"raised {c['exception_type']}: {c.get('message')}"
                 fix = f"Fix the exception raised in {where}; the worker's traceback is in the report."

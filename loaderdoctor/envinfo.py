@@ -7,25 +7,58 @@ import platform
 import resource
 import sys
 
+CGROUP_ROOT = "/sys/fs/cgroup"
 
-def cgroup_cpu_quota() -> float | None:
-    """CPUs allowed by the cgroup quota (v2 cpu.max, v1 cfs), None when unlimited."""
+
+def cgroup_dirs(controller: str, proc_cgroup: str = "/proc/self/cgroup", root: str = CGROUP_ROOT) -> list[str]:
+    """The directories of this process's own cgroup for a controller, most specific first:
+    the v1 hierarchy of that controller, then the v2 one, each at our own path (a process
+    on a host or in a nested cgroup) and at the mount's root (inside a container, where
+    the root is our own cgroup)."""
+    v1 = v2 = None
     try:
-        with open("/sys/fs/cgroup/cpu.max") as f:
-            quota, period = f.read().split()[:2]
-        if quota != "max":
-            return int(quota) / int(period)
-        return None
+        with open(proc_cgroup) as f:
+            for line in f:
+                _, ctrls, path = line.rstrip("\n").split(":", 2)
+                if ctrls == "":
+                    v2 = path
+                elif controller in ctrls.split(","):
+                    v1 = path
     except (OSError, ValueError):
         pass
+    out = []
+    for base, path in ((os.path.join(root, controller), v1), (root, v2)):
+        for d in ((base + path) if path else None, base):
+            if d and d not in out and os.path.isdir(d):
+                out.append(d.rstrip("/") or "/")
+    return out
+
+
+def _read(path: str) -> str | None:
     try:
-        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
-            quota = int(f.read())
-        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
-            period = int(f.read())
-        return quota / period if quota > 0 else None
-    except (OSError, ValueError):
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
         return None
+
+
+def cgroup_cpu_quota() -> float | None:
+    """CPUs allowed by our cgroup's quota (v2 cpu.max, v1 cfs), None when unlimited."""
+    for d in cgroup_dirs("cpu"):
+        v2 = _read(os.path.join(d, "cpu.max"))
+        if v2:
+            try:
+                quota, period = v2.split()[:2]
+                return None if quota == "max" else int(quota) / int(period)
+            except ValueError:
+                continue
+        quota, period = _read(os.path.join(d, "cpu.cfs_quota_us")), _read(os.path.join(d, "cpu.cfs_period_us"))
+        if quota and period:
+            try:
+                return int(quota) / int(period) if int(quota) > 0 else None
+            except (ValueError, ZeroDivisionError):
+                continue
+    return None
 
 
 def effective_cpus() -> dict:
@@ -48,17 +81,34 @@ def shm_total() -> int | None:
 
 
 def cgroup_memory_limit() -> int | None:
-    """Bytes allowed by the cgroup (v2 memory.max, v1 limit_in_bytes), None when unlimited."""
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            with open(path) as f:
-                v = f.read().strip()
-        except OSError:
-            continue
-        if v == "max" or not v.isdigit() or int(v) >= 2**60:
-            return None
-        return int(v)
-    return None
+    """Bytes allowed by our cgroup (v2 memory.max, v1 limit_in_bytes; the smaller of our
+    own cgroup's and the mount root's), None when unlimited."""
+    limits = []
+    for d in cgroup_dirs("memory"):
+        for name in ("memory.max", "memory.limit_in_bytes"):
+            v = _read(os.path.join(d, name))
+            if v and v.isdigit() and int(v) < 2**60:
+                limits.append(int(v))
+    return min(limits) if limits else None
+
+
+def oom_kill_counters() -> dict[str, int]:
+    """The kernel's records of OOM kills that we can read: the machine's counter
+    (/proc/vmstat oom_kill) and our memory cgroup's (v2 memory.events, v1
+    memory.oom_control). A stage compares them before and after."""
+    out = {}
+    for line in (_read("/proc/vmstat") or "").splitlines():
+        k, _, v = line.partition(" ")
+        if k == "oom_kill" and v.strip().isdigit():
+            out["/proc/vmstat"] = int(v)
+    for d in cgroup_dirs("memory")[:1]:
+        for name in ("memory.events", "memory.oom_control"):
+            path = os.path.join(d, name)
+            for line in (_read(path) or "").splitlines():
+                k, _, v = line.partition(" ")
+                if k == "oom_kill" and v.strip().isdigit():
+                    out[path] = int(v)
+    return out
 
 
 def collect(gpus=None) -> dict:

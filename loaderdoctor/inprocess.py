@@ -115,7 +115,7 @@ def _drive(loader, batches: int, timeout: float, stack_method: str) -> dict:
 def _stalled(loader, state, thread, timeout, stack_dir, stack_method) -> dict:
     it = state["it"]
     workers = [w.pid for w in (getattr(it, "_workers", None) or []) if w.pid]
-    _, stacks = watchdog.capture_stacks({pid: "worker" for pid in workers}, stack_dir, stack_method)
+    _, stacks, _ = watchdog.capture_stacks({pid: "worker" for pid in workers}, stack_dir, stack_method)
     me = watchdog.ProcessStack(os.getpid(), "main", [watchdog.ThreadStack("MainThread", _thread_frames(thread))])
     stacks.insert(0, me)
     culprit = watchdog.find_culprit(stacks)

@@ -91,7 +91,9 @@ def build_report(session: Session) -> dict:
                 if e.get("e") == "wexit":
                     exits.update(e.get("codes") or {})
             c = crash.classify(st["name"], (st.get("exit") or {}).get("exc"), st.get("returncode"),
-                               st.get("fatal_dumps") or [], st.get("oom_kills") or 0, exits)
+                               st.get("fatal_dumps") or [], _oom_kills(st), exits)
+            if c and c.get("signal") == "SIGKILL":
+                c["memory"] = sampling.process_memory(st.get("samples"), c.get("pid"), c["role"])
             if c:
                 missing = _MISSING_ATTR.search(st.get("stderr_tail") or "")
                 it_err = next((e for e in st.get("events", []) if e.get("e") == "it_error"), None)
@@ -135,6 +137,15 @@ def build_report(session: Session) -> dict:
 
 
 # ---------------------------------------------------------------- staged probes
+
+
+def _oom_kills(st: dict) -> dict:
+    """The OOM-kill counters that rose in a stage ({source: increase}; a session written
+    before the sources were kept has a bare count)."""
+    v = st.get("oom_kills")
+    if isinstance(v, int):
+        return {"oom_kill counter": v} if v > 0 else {}
+    return dict(v or {})
 
 
 def _first_batch(stage: dict) -> float | None:

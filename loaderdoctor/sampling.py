@@ -172,6 +172,24 @@ def loader_peaks(summary: dict | None) -> dict:
     }
 
 
+def process_memory(summary: dict | None, pid: int | None, role: str = "worker") -> dict | None:
+    """One process's memory as the samples saw it (the process with that pid, or with no pid
+    the first one sampled in that role): its private memory (USS) at the first, last and
+    highest reading, when they were taken (seconds into the stage), and how many readings
+    there were. None when the process's memory was never read."""
+    if not summary:
+        return None
+    if pid is None:
+        pid = next((r["pid"] for r in summary.get("rows", []) if r.get("role") == role), None)
+    reads = [(r["t"], r["uss"]) for r in summary.get("rows", []) if r.get("pid") == pid and r.get("uss")]
+    if not reads:
+        return None
+    mb = 2**20
+    return {"readings": len(reads), "first_mb": round(reads[0][1] / mb, 1), "first_t": reads[0][0],
+            "last_mb": round(reads[-1][1] / mb, 1), "last_t": reads[-1][0],
+            "peak_mb": round(max(u for _, u in reads) / mb, 1)}
+
+
 def window_load(summary: dict | None, window: list[float] | None, cpus: int) -> dict | None:
     """How busy the CPUs were while batches flowed (the window between the first and last
     batch): the machine's CPU use, the loader's processes' (main + workers) in cores, and

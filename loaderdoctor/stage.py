@@ -18,7 +18,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from loaderdoctor import crash, watchdog
+from loaderdoctor import crash, envinfo, watchdog
 from loaderdoctor.protocol import EVENT_FD_ENV, RUN_ID_ENV, decode
 from loaderdoctor.sampling import TreeSampler
 
@@ -63,7 +63,7 @@ class StageResult:
     fatal_dumps: list[dict] = field(default_factory=list)  # [{pid, role, error, frames}]
     samples: dict | None = None  # TreeSampler.summary()
     window: list[float] | None = None  # first and last batch, on the sampler's clock
-    oom_kills: int = 0  # increase of the cgroup's oom_kill counter during the stage
+    oom_kills: dict = field(default_factory=dict)  # kernel OOM-kill counters that rose: {source: increase}
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -153,7 +153,7 @@ def run_stage(spec: StageSpec, run_dir: str, *, on_event: Callable[[dict], None]
         if on_event is not None:
             on_event(ev)
 
-    oom_before = _oom_kill_count()
+    oom_before = envinfo.oom_kill_counters()
     t_start = clock()
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
         proc = subprocess.Popen(
@@ -230,7 +230,7 @@ def run_stage(spec: StageSpec, run_dir: str, *, on_event: Callable[[dict], None]
         events=events, exit=state["exit"], returncode=proc.returncode, hang=hang,
         stderr_tail=_tail(stderr_path), stdout_path=stdout_path, stderr_path=stderr_path,
         stack_dir=stack_dir, survivors=survivors, fatal_dumps=_fatal_dumps(stack_dir),
-        oom_kills=max(0, _oom_kill_count() - oom_before),
+        oom_kills=_oom_rise(oom_before, envinfo.oom_kill_counters()),
         samples=sampler.summary() if sampler is not None else None,
         window=([round(state["b_first"] - sampler.t0, 3), round(state["b_last"] - sampler.t0, 3)]
                 if sampler is not None and state.get("b_first") else None),
@@ -246,7 +246,7 @@ def _on_hang(root_pid: int, run_id: str, workers: set[int], stack_dir: str, spec
     for p in watchdog.run_processes(root_pid, run_id):
         roles[p.pid] = "main" if p.pid == main_pid else ("worker" if p.pid in workers else "other")
     t0 = time.monotonic()
-    method, stacks = watchdog.capture_stacks(roles, stack_dir, spec.stack_method)
+    method, stacks, why_not_pyspy = watchdog.capture_stacks(roles, stack_dir, spec.stack_method)
     capture_s = time.monotonic() - t0
     processes = []
     for ps in stacks:
@@ -267,6 +267,7 @@ def _on_hang(root_pid: int, run_id: str, workers: set[int], stack_dir: str, spec
     culprit = watchdog.find_culprit(stacks)
     return {
         "stage": spec.name, "method": method if stacks else "none", "processes": processes,
+        "py_spy_not_used": why_not_pyspy,
         "culprit": culprit, "idle_s": round(idle, 3), "capture_s": round(capture_s, 3),
         "waiting_first_batch": waiting_first,
     }
@@ -292,18 +293,9 @@ def _fatal_dumps(stack_dir: str) -> list[dict]:
     return out
 
 
-def _oom_kill_count() -> int:
-    """The cgroup v2 oom_kill counter (0 when unreadable)."""
-    for path in ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"):
-        try:
-            with open(path) as f:
-                for line in f:
-                    k, _, v = line.partition(" ")
-                    if k == "oom_kill":
-                        return int(v)
-        except (OSError, ValueError):
-            continue
-    return 0
+def _oom_rise(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """The OOM-kill counters that rose during the stage, and by how much."""
+    return {k: after[k] - before[k] for k in after if k in before and after[k] > before[k]}
 
 
 def _classify_end(res: StageResult) -> None:

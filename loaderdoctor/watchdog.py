@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -105,31 +106,49 @@ class ProcessStack:
     threads: list[ThreadStack] = field(default_factory=list)
 
 
+PY_SPY_ENV = "LOADERDOCTOR_PY_SPY"
+
+
 def pyspy_path() -> str | None:
+    """The py-spy to use: $LOADERDOCTOR_PY_SPY when it is set (that one only), else the one
+    installed beside this Python (a virtualenv or pipx install not on PATH), else PATH's."""
+    forced = os.environ.get(PY_SPY_ENV)
+    if forced:
+        return forced if os.path.isfile(forced) and os.access(forced, os.X_OK) else None
+    beside = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    if os.path.isfile(beside) and os.access(beside, os.X_OK):
+        return beside
     return shutil.which("py-spy")
 
 
-def _pyspy_dump(pids: list[int], timeout: float) -> dict[int, list[ThreadStack]]:
+def _pyspy_dump(pids: list[int], timeout: float) -> tuple[dict[int, list[ThreadStack]], str | None]:
+    """py-spy's stacks of each process it could read, and why it read none (None when it did)."""
     exe = pyspy_path()
     if not exe:
-        return {}
+        forced = os.environ.get(PY_SPY_ENV)
+        return {}, (f"{PY_SPY_ENV}={forced} is not an executable file" if forced
+                    else "py-spy was not found beside Python or on PATH")
     jobs = {}
+    errors: list[str] = []
     for pid in pids:
         try:
             jobs[pid] = subprocess.Popen([exe, "dump", "--pid", str(pid), "--json"],
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        except OSError:
-            continue
+        except OSError as e:
+            errors.append(f"{exe} could not be started: {e}")
     out: dict[int, list[ThreadStack]] = {}
     deadline = time.monotonic() + timeout
     for pid, job in jobs.items():
         try:
-            stdout, _ = job.communicate(timeout=max(0.1, deadline - time.monotonic()))
+            stdout, stderr = job.communicate(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             job.kill()
             job.communicate()
+            errors.append(f"py-spy did not answer within {timeout:.0f} s")
             continue
         if job.returncode != 0:
+            said = (stderr or b"").decode(errors="replace").strip().splitlines()
+            errors.append(f"py-spy could not read pid {pid}: {said[-1] if said else f'exit code {job.returncode}'}")
             continue
         try:
             threads = json.loads(stdout)
@@ -141,7 +160,7 @@ def _pyspy_dump(pids: list[int], timeout: float) -> dict[int, list[ThreadStack]]
                          for f in t.get("frames", [])])
             for t in threads
         ]
-    return out
+    return out, (None if out else (errors[0] if errors else "py-spy read no process"))
 
 
 _FH_THREAD = re.compile(r"^(Current thread|Thread) (0x[0-9a-f]+)")
@@ -218,18 +237,20 @@ def _faulthandler_dump(pids: list[int], stack_dir: str, wait: float = 1.0) -> di
 
 
 def capture_stacks(pids_roles: dict[int, str], stack_dir: str | None, method: str = "auto",
-                   timeout: float = 5.0) -> tuple[str, list[ProcessStack]]:
-    """Stacks of the given processes. Returns (method used, stacks)."""
+                   timeout: float = 5.0) -> tuple[str, list[ProcessStack], str | None]:
+    """Stacks of the given processes. Returns (method used, stacks, why py-spy was not used:
+    None when it was)."""
     pids = list(pids_roles)
     got: dict[int, list[ThreadStack]] = {}
     used = "py-spy"
+    why_not = None if method in ("auto", "py-spy") else f"--stack-method {method}"
     if method in ("auto", "py-spy"):
-        got = _pyspy_dump(pids, timeout)
+        got, why_not = _pyspy_dump(pids, timeout)
     if not got and stack_dir and method in ("auto", "faulthandler"):
         used = "faulthandler"
         got = _faulthandler_dump(pids, stack_dir)
     stacks = [ProcessStack(pid, pids_roles[pid], got[pid]) for pid in pids if pid in got]
-    return used, stacks
+    return used, stacks, why_not
 
 
 # ---------------------------------------------------------------- where it is stuck

@@ -1,13 +1,16 @@
 """Real hangs and crashes, bounded in time: `check` exit codes, culprits, stacks, clean-up."""
 
+import contextlib
 import json
 import os
+import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import run_cli, script
+from conftest import CLI_TIMEOUT, run_cli, script
 
 pytestmark = pytest.mark.slow
 
@@ -96,15 +99,31 @@ def test_healthy_loop_passes_the_gate(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-@pytest.mark.parametrize("how", ["option", "path"])
+@pytest.mark.parametrize("how", ["option", "missing", "cannot-attach"])
 def test_faulthandler_fallback_still_names_the_line(tmp_path, how):
     if how == "option":
         res, _ = check("hang_in_getitem.py", "--stack-method", "faulthandler", out=tmp_path)
-    else:  # no py-spy on PATH at all: auto falls back
-        res, _ = check("hang_in_getitem.py", out=tmp_path, env={"PATH": "/usr/bin:/bin"})
+        why = "--stack-method faulthandler"
+    elif how == "missing":  # the py-spy named does not exist: auto falls back
+        res, _ = check("hang_in_getitem.py", out=tmp_path, env={"LOADERDOCTOR_PY_SPY": str(tmp_path / "no-py-spy")})
+        why = "is not an executable file"
+    else:  # a py-spy that cannot attach (as without ptrace rights): it fails, auto falls back
+        fake = tmp_path / "py-spy"
+        fake.write_text("#!/bin/sh\necho 'Error: Permission Denied: Try running again with elevated permissions' >&2\n"
+                        "exit 1\n")
+        fake.chmod(0o755)
+        res, _ = check("hang_in_getitem.py", out=tmp_path / "o", env={"LOADERDOCTOR_PY_SPY": str(fake)})
+        why = "Permission Denied"
     assert res.returncode == 3, res.stderr
-    assert "Stacks (faulthandler)" in res.stderr
+    assert "Stacks (faulthandler; py-spy not used: " in res.stderr and why in res.stderr
     assert "hang_in_getitem.py:16) in the worker process" in res.stderr
+
+
+def test_py_spy_beside_python_is_found_without_path(tmp_path):
+    """A virtualenv's py-spy is used when the venv is not activated (its bin not on PATH)."""
+    res, _ = check("hang_in_getitem.py", out=tmp_path, env={"PATH": "/usr/bin:/bin"})
+    assert res.returncode == 3, res.stderr
+    assert "Stacks (py-spy):" in res.stderr and "Culprit: Records.__getitem__" in res.stderr
 
 
 def test_junit_and_github_step_summary(tmp_path):
@@ -144,3 +163,58 @@ def test_spawn_hang_leaves_no_shared_memory_behind(tmp_path):
     assert res.returncode == 3, res.stderr
     left = set(os.listdir("/dev/shm")) - before
     assert not left, f"left in /dev/shm: {sorted(left)}"
+
+
+@contextlib.contextmanager
+def memory_limited_cgroup(limit: int):
+    """A memory cgroup of our own with `limit` bytes (no swap); skips when this machine
+    does not let us make one (not root, no memory controller)."""
+    name = f"loaderdoctor-test-{os.getpid()}-{time.time_ns()}"
+    v1, v2 = "/sys/fs/cgroup/memory", "/sys/fs/cgroup"
+    try:
+        if os.path.isfile(os.path.join(v1, "memory.limit_in_bytes")):
+            d = os.path.join(v1, name)
+            os.mkdir(d)
+            files = {"memory.limit_in_bytes": limit, "memory.memsw.limit_in_bytes": limit}
+        elif "memory" in open(os.path.join(v2, "cgroup.subtree_control")).read().split():
+            d = os.path.join(v2, name)
+            os.mkdir(d)
+            files = {"memory.max": limit, "memory.swap.max": 0}
+        else:
+            pytest.skip("no memory cgroup controller to limit a run's memory")
+    except OSError as e:
+        pytest.skip(f"cannot make a memory cgroup here: {e}")
+    try:
+        for f, v in files.items():
+            if os.path.exists(os.path.join(d, f)):
+                with open(os.path.join(d, f), "w") as fh:
+                    fh.write(str(v))
+        yield d
+    finally:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
+                break
+            time.sleep(0.2)
+
+
+def test_worker_killed_by_the_oom_killer_is_worker_oom(tmp_path):
+    """A real OOM kill: the run under a 1 GiB memory cgroup, the workers' cache growing."""
+    with memory_limited_cgroup(2**30) as cg:
+        def join():
+            with open(os.path.join(cg, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+        res = subprocess.run([sys.executable, "-m", "loaderdoctor", "probe", script("oom_worker.py"), "--stages",
+                              "baseline", "--steps", "5000", "--timeout", "10", "-q", "--out", str(tmp_path)],
+                             capture_output=True, text=True, timeout=CLI_TIMEOUT, preexec_fn=join)
+    assert res.returncode == 0, res.stderr
+    r = json.loads((tmp_path / "report.json").read_text())
+    assert r["verdict"] == "crash" and r["environment"]["cgroup_memory_limit_bytes"] == 2**30
+    (c,) = r["crashes"]
+    assert c["role"] == "worker" and c["signal"] == "SIGKILL" and c["oom"]
+    assert any(src.endswith("memory.oom_control") or src.endswith("memory.events") for src in c["oom_record"])
+    assert c["memory"]["readings"] >= 1 and c["memory"]["peak_mb"] > c["memory"]["first_mb"]
+    f = next(f for f in r["findings"] if f["id"] == "worker-oom")
+    assert f"Worker pid {c['pid']} was killed by SIGKILL" in f["evidence"] and "oom_kill counter rose" in f["evidence"]
+    assert "worker-crash" not in {f["id"] for f in r["findings"]}

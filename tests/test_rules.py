@@ -27,7 +27,7 @@ def steps(n, wait, compute, iterators=1, startup=0.05, samples=8):
 
 def stage(name, events, status="ok", detail="", **extra):
     return {"name": name, "status": status, "seconds": 1.0, "detail": detail, "events": events, "exit": None,
-            "returncode": 0, "hang": None, "fatal_dumps": [], "oom_kills": 0, **extra}
+            "returncode": 0, "hang": None, "fatal_dumps": [], "oom_kills": {}, **extra}
 
 
 def session(stages, notes=None, **env):
@@ -89,10 +89,39 @@ def test_worker_crash_by_signal():
 def test_worker_oom_needs_memory_evidence():
     exc = {"type": "RuntimeError", "message": "DataLoader worker (pid 78) is killed by signal: Killed.", "frames": []}
     base = dict(status="crash", exit={"how": "exception", "exc": exc})
-    _, f = findings(session([stage("baseline", loader_event(nw=2), oom_kills=0, **base)]))
+    _, f = findings(session([stage("baseline", loader_event(nw=2), oom_kills={}, **base)]))
     assert "worker-oom" not in f and "SIGKILL" in f["worker-crash"]["evidence"]
-    _, f = findings(session([stage("baseline", loader_event(nw=2), oom_kills=1, **base)]))
-    assert "oom_kill counter rose" in f["worker-oom"]["evidence"] and "worker-crash" not in f
+    assert "inconclusive" in f["worker-crash"]["evidence"] and "never sampled" in f["worker-crash"]["evidence"]
+    _, f = findings(session([stage("baseline", loader_event(nw=2), oom_kills={"/proc/vmstat": 1}, **base)]))
+    assert "oom_kill counter rose during the stage (/proc/vmstat by 1)" in f["worker-oom"]["evidence"]
+    assert "worker-crash" not in f
+    # a session written before the counters' sources were kept: a bare count
+    _, f = findings(session([stage("baseline", loader_event(nw=2), oom_kills=2, **base)]))
+    assert "oom_kill counter by 2" in f["worker-oom"]["evidence"]
+
+
+def _worker_uss(mbs, pid=78):
+    rows = [{"t": 1.0 * k, "pid": pid, "role": "worker", "cpu": 50.0, "uss": int(mb * 2**20)} for k, mb in enumerate(mbs)]
+    return {"rows": rows, "system": []}
+
+
+@pytest.mark.parametrize("mbs,oom", [([40, 200, 700], True),     # grew 660 MB, 17x: killed for memory
+                                     ([40, 250], False),          # grew 210 MB: under the 256 MB bar
+                                     ([600, 900], False),         # grew 300 MB but only 1.5x its start
+                                     ([40], False)])              # a single reading shows no growth
+def test_worker_oom_from_memory_growth_in_the_samples(mbs, oom):
+    exc = {"type": "RuntimeError", "message": "DataLoader worker (pid 78) is killed by signal: Killed.", "frames": []}
+    st = stage("baseline", loader_event(nw=2), status="crash", exit={"how": "exception", "exc": exc},
+               samples=_worker_uss(mbs))
+    r, f = findings(session([st], cgroup_memory_limit_bytes=2**30))
+    assert r["crashes"][0]["memory"]["readings"] == len(mbs)
+    if oom:
+        ev = f["worker-oom"]["evidence"]
+        assert "grew from 40 MB to 700 MB between 0.0 s and 2.0 s of the stage (3 readings)" in ev
+        assert "memory limit 1024.0 MB, cgroup" in ev and "SIGKILL leaves no stack" in ev
+    else:
+        assert "worker-oom" not in f
+        assert f"from {mbs[0]} MB to {max(mbs)} MB in {len(mbs)} readings" in f["worker-crash"]["evidence"]
 
 
 def test_worker_exception_keeps_type_and_message():

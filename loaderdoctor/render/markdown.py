@@ -24,6 +24,11 @@ def _fence(text: str) -> str:
     return "```\n" + text.replace("```", "`\u200b``") + "\n```\n"
 
 
+def _pyspy_note(h: dict) -> str:
+    return f" (py-spy not used: {h['py_spy_not_used']})" if h.get("method") != "py-spy" and h.get("py_spy_not_used") \
+        else ""
+
+
 def render(r: dict, out: TextIO) -> None:
     t = r.get("target") or {}
     out.write(f"# loaderdoctor report: `{_cell(t.get('path'))}`\n\n")
@@ -144,7 +149,8 @@ def render(r: dict, out: TextIO) -> None:
         c = h.get("culprit")
         out.write(f"Culprit: {_cell(frame_line(c)) if c else 'not found'}"
                   f"{' in the ' + c['role'] + ' process (pid ' + str(c.get('pid')) + ')' if c else ''}. "
-                  f"Stacks by {h.get('method')}, captured in {h.get('capture_s')} s.\n\n")
+                  f"Stacks by {h.get('method')}, captured in {h.get('capture_s')} s"
+                  f"{_pyspy_note(h)}.\n\n")
         if (c or {}).get("source"):
             out.write(_fence("\n".join(f"{l['line']:5d}{' >' if l['hit'] else '  '} {l['text']}"
                                         for l in c["source"])))
