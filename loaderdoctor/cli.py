@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import List, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from loaderdoctor.errors import EXIT_INTERRUPTED, EXIT_USAGE, LoaderDoctorError
+from loaderdoctor.errors import EXIT_INTERRUPTED, LoaderDoctorError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Diagnose PyTorch DataLoader stalls, hangs and throughput.")

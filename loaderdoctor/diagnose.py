@@ -271,8 +271,8 @@ def rule_workers(r: dict) -> list[Finding]:
     settings = (r.get("confirm") or {}).get("settings") or {"num_workers": choice}
     if choice > current and rn >= rc * (1 + THRESHOLDS["workers_gain"]):
         if confirmed is False:
-            return [Finding("too-few-workers", "info", f"More workers feed the loader faster, but training did not "
-                            f"speed up", ev + _confirm_text(r),
+            return [Finding("too-few-workers", "info", "More workers feed the loader faster, but training did not "
+                            "speed up", ev + _confirm_text(r),
                             "Keep the current num_workers: the step itself, not the loader, limits the real run.")]
         return [Finding("too-few-workers", "warning",
                          f"num_workers={choice} loads {rn / rc:.1f}x faster than num_workers={current}",

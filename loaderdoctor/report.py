@@ -109,6 +109,8 @@ def build_report(session: Session) -> dict:
     if base is None or not r["baseline"]["steps"]:
         why = (base or {}).get("detail") or "the baseline stage did not run"
         r["baseline"]["unmeasured_reason"] = why
+    if r["baseline"].get("samples_per_s"):  # the reference for per-sample costs (transforms)
+        r["baseline"]["ms_per_sample"] = round(1000 / r["baseline"]["samples_per_s"], 3)
     r["timelines"] = timelines
     r["workers_sweep"] = sweep_rows(session)
     r["sweep"] = session.notes.get("workers_sweep")
@@ -119,7 +121,8 @@ def build_report(session: Session) -> dict:
     r["static"] = session.notes.get("static") or {}
     sf = session.stage("script-form")
     r["script_form"] = ({"status": sf["status"], "detail": sf.get("detail", ""),
-                         "path": (session.notes.get("script_form") or {}).get("path")} if sf else None)
+                         "path": (session.notes.get("script_form") or {}).get("path"),
+                         "measured": stage_block(sf, warmup)["summary"]} if sf else None)
     r["preflight"] = preflight(session, r["loaders"])
     train = next((l for l in r["loaders"] if l.get("role") == "train"), None)
     if r["confirm"] and train is not None:

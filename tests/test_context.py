@@ -27,6 +27,9 @@ def test_lock_held_at_fork_is_fork_unsafe_and_other_methods_pass(tmp_path):
     assert _methods(r) == {"fork": "hang", "spawn": "ok", "forkserver": "ok"}
     f = next(f for f in r["findings"] if f["id"] == "fork-unsafe")
     assert "metrics-flusher" in f["evidence"]
+    # the baseline, as the script wrote it, is the table's reference row
+    assert '<tr class="ref"><td>baseline: fork</td><td>hang</td>' in (tmp_path / "report.html").read_text()
+    assert "| baseline: fork | hang |" in (tmp_path / "report.md").read_text()
 
 
 def test_missing_main_guard_under_spawn_is_spawn_unsafe(tmp_path):

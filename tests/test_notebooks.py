@@ -26,6 +26,10 @@ def test_class_defined_in_a_cell_under_spawn_is_notebook_only(tmp_path):
     assert "Move CellDataset" in f["fix"] and ".py module" in f["fix"]
     # the worker's own message, which the notebook never shows, is in the report
     assert r["crashes"][0]["missing_main_attr"] == "CellDataset"
+    # side by side: the script form ran and was measured, the kernel run is the reference row
+    assert r["script_form"]["measured"]["steps"] > 0 and r["script_form"]["measured"]["samples_per_s"] > 0
+    md = (tmp_path / "report.md").read_text()
+    assert "| notebook in a kernel (baseline) | crash |" in md and "| script | ok |" in md
 
 
 def test_bad_notebook_is_a_usage_error(tmp_path):

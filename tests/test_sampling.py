@@ -2,7 +2,6 @@
 degradation, and what the report keeps."""
 import subprocess
 import sys
-import time
 
 import pytest
 

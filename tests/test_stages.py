@@ -3,7 +3,6 @@
 import importlib.util
 import json
 import os
-import sys
 import time
 
 import pytest
@@ -73,6 +72,14 @@ def test_dominant_transform_is_ranked_first_with_its_true_share(tmp_path):
     f = next(f for f in r["findings"] if f["id"] == "slow-transform")
     assert "ElasticDeform" in f["title"]
     assert r["collate"] is not None and r["collate"]["ms_per_batch"] >= 0
+    # the baseline is the reference row of the table, in both reports
+    ref = "baseline training loop (1000 / its samples/s)"
+    assert r["baseline"]["ms_per_sample"] == pytest.approx(1000 / r["baseline"]["samples_per_s"], rel=1e-3)
+    md = (tmp_path / "report.md").read_text()
+    transforms_md = md[md.index("## Transforms"):]
+    assert transforms_md.index(ref) < transforms_md.index("Decode")
+    html = (tmp_path / "report.html").read_text()
+    assert f'<tr class="ref"><td>ref</td><td>{ref}</td><td>{r["baseline"]["ms_per_sample"]}</td>' in html
 
 
 def test_prefix_ablation_names_a_transform_that_blocks_only_in_workers(tmp_path):

@@ -10,7 +10,7 @@ from typing import TextIO
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from loaderdoctor.render import plots
-from loaderdoctor.render.text import VERDICT_TEXT, dist, frame_line, ms, num, pct
+from loaderdoctor.render.text import VERDICT_TEXT, baseline_method, dist, frame_line, ms, num, pct
 
 _ENV = Environment(loader=FileSystemLoader(os.path.join(os.path.dirname(__file__), "templates")),
                    autoescape=select_autoescape(default=True, default_for_string=True))
@@ -21,5 +21,6 @@ _ENV.globals.update(dist=dist)
 def render(report: dict, out: TextIO) -> None:
     images = {name: "data:image/png;base64," + base64.b64encode(png).decode("ascii")
               for name, png in plots.render_all(report).items()}
-    out.write(_ENV.get_template("report.html.j2").render(r=report, images=images,
-                                                         verdict_text=VERDICT_TEXT.get(report.get("verdict"), "")))
+    out.write(_ENV.get_template("report.html.j2").render(
+        r=report, images=images, verdict_text=VERDICT_TEXT.get(report.get("verdict"), ""),
+        baseline_method=baseline_method(report)))

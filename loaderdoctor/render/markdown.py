@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from loaderdoctor.render.text import VERDICT_TEXT, dist, frame_line, ms, num, pct
+from loaderdoctor.render.text import VERDICT_TEXT, baseline_method, dist, frame_line, ms, num, pct
 
 
 def _cell(x) -> str:
@@ -22,6 +22,11 @@ def _table(out: TextIO, headers: list[str], rows: list[list]) -> None:
 
 def _fence(text: str) -> str:
     return "```\n" + text.replace("```", "`\u200b``") + "\n```\n"
+
+
+def _baseline_method_row(r: dict) -> list[list]:
+    b = baseline_method(r)
+    return [[b["method"], b["status"], b["detail"], "", "", ""]] if b else []
 
 
 def _pyspy_note(h: dict) -> str:
@@ -103,9 +108,11 @@ def render(r: dict, out: TextIO) -> None:
 
     out.write("## Transforms\n\n")
     if r.get("transforms"):
+        ref = ([["ref", "baseline training loop (1000 / its samples/s)", (r.get("baseline") or {})["ms_per_sample"],
+                 "", ""]] if (r.get("baseline") or {}).get("ms_per_sample") else [])
         _table(out, ["#", "transform", "ms per sample", "share of sample time", "prefix ablation"],
-               [[t["position"], t["name"], t.get("ms_per_sample"), pct(t.get("share")), t["status"]]
-                for t in r["transforms"]])
+               ref + [[t["position"], t["name"], t.get("ms_per_sample"), pct(t.get("share")), t["status"]]
+                      for t in r["transforms"]])
         col = r.get("collate")
         if col:
             out.write(f"Collate: {col['ms_per_batch']} ms per batch, {pct(col['share'])} of fetch time.\n\n")
@@ -117,13 +124,20 @@ def render(r: dict, out: TextIO) -> None:
     if r.get("start_methods"):
         out.write("## Start methods\n\n")
         _table(out, ["method", "status", "detail", "threads at start", "native pools", "unpicklable"],
+               _baseline_method_row(r) +
                [[m["method"], m["status"], m["detail"], ", ".join(m["threads_at_start"]), ", ".join(m["native_pools"]),
                  (m.get("pickle") or {}).get("path")] for m in r["start_methods"]])
     sf = r.get("script_form")
     if sf:
-        out.write(f"## Notebook vs script\n\nThe notebook in a Jupyter kernel: "
-                  f"{next((s['status'] for s in r.get('stages') or [] if s['name'] == 'baseline'), 'n/a')}; "
-                  f"the same code cells as a script (`{_cell(sf.get('path'))}`): {sf['status']} ({_cell(sf['detail'])}).\n\n")
+        kernel = next((s for s in r.get("stages") or [] if s["name"] == "baseline"), {})
+        out.write(f"## Notebook vs script\n\nThe same code cells, in a Jupyter kernel (the baseline) and as a plain "
+                  f"script (`{_cell(sf.get('path'))}`) in a subprocess:\n\n")
+        rows = []
+        for name, st, m in (("notebook in a kernel (baseline)", kernel, r.get("baseline") or {}),
+                            ("script", sf, sf.get("measured") or {})):
+            rows.append([name, st.get("status"), st.get("detail"), m.get("steps"), num(m.get("samples_per_s")),
+                         pct(m.get("data_wait_fraction")), ms(m.get("first_batch_s"))])
+        _table(out, ["run", "status", "detail", "steps", "samples/s", "data wait", "first batch"], rows)
     pf = r.get("preflight") or {}
     if pf:
         out.write("## Pre-flight\n\n")

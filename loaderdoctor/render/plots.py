@@ -75,7 +75,11 @@ def transform_costs(r: dict) -> bytes | None:
         return None
     fig, ax = plt.subplots(figsize=(6, 0.5 + 0.4 * len(rows)))
     names = [f"{x['position']}: {x['name']}" for x in rows][::-1]
-    ax.barh(names, [x["ms_per_sample"] for x in rows][::-1], color=DATA)
+    ax.barh(names, [x["ms_per_sample"] for x in rows][::-1], color=DATA, label="transform (measured)")
+    base = (r.get("baseline") or {}).get("ms_per_sample")
+    if base:
+        ax.axvline(base, color=BASE, label="baseline training loop, per sample")
+        ax.legend(fontsize=7, loc="lower right")
     ax.set_xlabel("ms per sample (inside the loader's processes)")
     ax.set_title("Cost of each transform")
     return _png(fig)

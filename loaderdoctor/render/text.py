@@ -30,3 +30,13 @@ def dist(d: dict | None, key: str) -> str:
 
 def frame_line(f: dict) -> str:
     return f"{f.get('function')} ({f.get('file')}:{f.get('line')})"
+
+
+def baseline_method(r: dict) -> dict | None:
+    """The reference row of the start-methods table: the baseline run as the script wrote it."""
+    base = next((s for s in r.get("stages") or [] if s["name"] == "baseline"), None)
+    if base is None:
+        return None
+    train = next((l for l in r.get("loaders") or [] if l.get("role") == "train"), {})
+    method = train.get("start_method") or f"default ({(r.get('environment') or {}).get('start_method_default')})"
+    return {"method": f"baseline: {method}", "status": base["status"], "detail": base.get("detail")}
