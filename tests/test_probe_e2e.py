@@ -139,11 +139,14 @@ def test_unknown_option_is_a_usage_error(tmp_path):
     assert "Traceback" not in res.stderr
 
 
-def test_ctrl_c_ends_everything_and_keeps_a_partial_report(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "loaderdoctor", "probe", script("forever.py"), "--out",
-                             str(tmp_path), "--steps", "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    stdout_log = tmp_path / "stages" / "baseline" / "stdout.log"
+def _interrupt_after_first_batch(command, tmp_path, *args):
+    """Start `loaderdoctor COMMAND forever.py`, send Ctrl-C (SIGINT) once the script has its
+    first batch, and return (returncode, stderr, torch shared-memory files made meanwhile)."""
+    shm_before = set(os.listdir("/dev/shm"))
+    proc = subprocess.Popen([sys.executable, "-m", "loaderdoctor", command, script("forever.py"), "--out",
+                             str(tmp_path), "--steps", "100000", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    stdout_log = tmp_path / "stages" / ("baseline" if command == "probe" else "check") / "stdout.log"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # sync on the script's own output, not a sleep
         if stdout_log.exists() and "FIRST BATCH" in stdout_log.read_text():
@@ -151,14 +154,29 @@ def test_ctrl_c_ends_everything_and_keeps_a_partial_report(tmp_path):
         time.sleep(0.1)
     else:
         proc.kill()
+        proc.communicate(timeout=30)
         pytest.fail("the script never produced its first batch")
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    _, err = proc.communicate(timeout=60)
+    made = {f for f in set(os.listdir("/dev/shm")) - shm_before if f.startswith(("torch_", "sem.mp-", "psm_"))}
+    return proc.returncode, err, made
+
+
+def test_ctrl_c_ends_everything_and_keeps_a_partial_report(tmp_path):
+    code, err, shm_left = _interrupt_after_first_batch("probe", tmp_path)
+    assert code == 130, err
     assert "Interrupted" in err and "Traceback" not in err
+    assert not shm_left, f"left in /dev/shm: {sorted(shm_left)}"
     r = _report(tmp_path)
     assert r["interrupted"] is True
     assert r["stages"][0]["status"] == "failed" and "interrupted" in r["stages"][0]["detail"]
+
+
+def test_ctrl_c_on_check_ends_everything(tmp_path):
+    code, err, shm_left = _interrupt_after_first_batch("check", tmp_path, "--timeout", "30")
+    assert code == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert not shm_left, f"left in /dev/shm: {sorted(shm_left)}"
 
 
 def test_demo_runs_without_a_target(tmp_path):
