@@ -472,11 +472,15 @@ def rule_fd_limit(r: dict) -> list[Finding]:
     if fd_crash:
         return [Finding("fd-limit", "critical", "The process ran out of file descriptors",
                         f"The run failed with: {fd_crash.get('message')}. Open-file limit: {limit}.", fix)]
+    strategy = p.get("sharing_strategy")
+    if strategy == "file_system":  # tensors travel as named files in /dev/shm: no descriptor each
+        return []
     if limit and tensors and p.get("num_workers") and (limit < THRESHOLDS["fd_headroom"] * tensors
                                                        or limit < THRESHOLDS["fd_min"]):
+        how = f"the '{strategy}' sharing strategy: " if strategy else ""
         return [Finding("fd-limit", "warning", f"The open-file limit ({limit}) is low for this loader",
                         f"Each batch holds {p['tensors_per_batch']} tensors; {p['num_workers']} workers x prefetch_factor "
-                        f"{p['prefetch_factor']} keep {tensors} in flight, one file descriptor each when shared "
+                        f"{p['prefetch_factor']} keep {tensors} in flight, {how}one file descriptor each when shared "
                         f"with the main process; the soft limit is {limit}.", fix)]
     return []
 

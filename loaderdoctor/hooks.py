@@ -327,6 +327,12 @@ class Recorder:
               "cuda_init": cuda_init}
         if pids:
             ev["native_pools"] = native_thread_pools()
+            try:  # how the workers' tensors reach this process: one descriptor each, or named files
+                import torch.multiprocessing as tmp
+
+                ev["sharing_strategy"] = tmp.get_sharing_strategy()
+            except Exception:
+                pass
         self.emit(json.dumps(ev))
 
     def on_iter_error(self, loader: Any, exc: Exception) -> None:

@@ -322,6 +322,7 @@ def preflight(session: Session, loaders: list[dict]) -> dict:
         "in_flight_tensors": nw * pf * first["tensors"] if nw and first.get("tensors") is not None else None,
         "shm_bytes_total": env.get("shm_bytes_total"),
         "open_files_limit": env.get("open_files_limit"),
+        "sharing_strategy": next((e["sharing_strategy"] for e in its if e.get("sharing_strategy")), None),
         "cuda_init_at_fork": any(e.get("cuda_init") for e in its) if train.get("start_method") == "fork" else False,
         "worker_threads_max": max(worker_threads) if worker_threads else None,
         "worker_threads_total_max": max(by_t.values()) if by_t else None,

@@ -1,8 +1,10 @@
 """Notebooks in a real Jupyter kernel: the probe of a notebook, and the live probe(loader)."""
 import json
 import os
+import time
 
 import nbformat
+import psutil
 import pytest
 from nbclient import NotebookClient
 
@@ -46,6 +48,22 @@ def test_live_probe_in_a_running_kernel_survives_a_stuck_loader():
     stuck = nb.cells[2].outputs[0]["data"]["text/html"]
     assert "<td>hang</td>" in stuck and "Culprit: Stuck.__getitem__" in stuck
     assert nb.cells[3].outputs[0]["text"].strip() == "kernel alive hang Stuck.__getitem__ 4"
+    # the kernel this test started is gone once the notebook has run
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and _kernels_of_this_test():
+        time.sleep(0.2)
+    assert not _kernels_of_this_test()
+
+
+def _kernels_of_this_test() -> list:
+    left = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and "ipykernel" in " ".join(p.cmdline()):
+                left.append(p.pid)
+        except psutil.Error:
+            continue
+    return left
 
 
 def test_watchdog_and_stacks_work_inside_the_kernel(tmp_path):

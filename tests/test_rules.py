@@ -289,9 +289,11 @@ def test_no_context_finding_when_every_method_works():
     assert "fork-unsafe" not in f and "spawn-unsafe" not in f
 
 
-def _preflight_session(shm=None, files=65536, cuda=False, threads=None, nw=2, nbytes=8 * 2**20, tensors=3):
+def _preflight_session(shm=None, files=65536, cuda=False, threads=None, nw=2, nbytes=8 * 2**20, tensors=3,
+                       sharing="file_descriptor"):
     ev = loader_event(nw=nw, prefetch=2, method="fork")
-    ev += [{"e": "it", "l": 0, "t": 0, "workers": [5, 6][:nw], "threads": [], "cuda_init": cuda}]
+    ev += [{"e": "it", "l": 0, "t": 0, "workers": [5, 6][:nw], "threads": [], "cuda_init": cuda,
+            "sharing_strategy": sharing}]
     ev += [{"e": "b", "l": 0, "i": 0, "w": 0.1, "c": None, "n": 8, "s": 0.1, "bytes": nbytes, "tensors": tensors}]
     ev += steps(20, 0.01, 0.01)[2:]
     samples = None
@@ -314,8 +316,12 @@ def test_shm_small_shows_the_arithmetic():
 def test_fd_limit():
     _, f = findings(_preflight_session(files=256))
     assert "The open-file limit (256)" in f["fd-limit"]["title"]
-    assert "keep 12 in flight" in f["fd-limit"]["evidence"]
+    assert "keep 12 in flight, the 'file_descriptor' sharing strategy: one file descriptor each" \
+        in f["fd-limit"]["evidence"]
     _, f = findings(_preflight_session(files=65536))
+    assert "fd-limit" not in f
+    # tensors shared as named files in /dev/shm take no descriptor each
+    _, f = findings(_preflight_session(files=256, sharing="file_system"))
     assert "fd-limit" not in f
 
 

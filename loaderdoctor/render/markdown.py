@@ -143,8 +143,8 @@ def render(r: dict, out: TextIO) -> None:
         out.write("## Pre-flight\n\n")
         _table(out, ["check", "value"], [[k, pf.get(k)] for k in (
             "num_workers", "prefetch_factor", "batch_bytes", "in_flight_bytes", "shm_bytes_total", "tensors_per_batch",
-            "in_flight_tensors", "open_files_limit", "cuda_init_at_fork", "worker_threads_total_max",
-            "cpu_count_effective")])
+            "in_flight_tensors", "open_files_limit", "sharing_strategy", "cuda_init_at_fork",
+            "worker_threads_total_max", "cpu_count_effective")])
 
     if r.get("loaders"):
         out.write("## DataLoaders\n\n")
