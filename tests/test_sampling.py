@@ -74,3 +74,38 @@ def test_gpu_unavailable_degrades_with_a_reason():
     if g.available:
         pytest.skip("a GPU is present")
     assert g.reason and g.devices() == [] and g.sample() == []
+
+
+class FakeNvml:
+    """The hardware seam (loaderdoctor.gpu.Gpus's interface): what NVML would report for one
+    GPU. Not run on a GPU: this machine has none."""
+    available = True
+    reason = ""
+
+    def __init__(self):
+        self.n = 0
+
+    def devices(self):
+        return [{"index": 0, "name": "Fake GPU", "memory_total_mb": 81559}]
+
+    def sample(self):
+        self.n += 1
+        return [{"index": 0, "util": 10 * self.n, "mem_used_mb": 1000.0 + self.n, "power_w": 150.5}]
+
+
+def test_gpu_samples_reach_the_series_and_the_environment():
+    import os
+
+    from loaderdoctor import envinfo
+
+    g = FakeNvml()
+    ticks = iter(range(1000))
+    s = TreeSampler(os.getpid(), lambda: {}, stage="baseline", interval=0.2, gpus=g, clock=lambda: 0.2 * next(ticks))
+    for n in range(5):
+        s.sample_once(n)
+    series = downsample(s.summary())["series"]
+    assert [p["gpu0_util"] for p in series] == [10, 20, 30, 40, 50]
+    assert series[-1]["gpu0_mem_mb"] == 1005.0 and series[-1]["gpu0_power_w"] == 150.5
+    env = envinfo.collect(g)
+    assert env["gpus"] == [{"index": 0, "name": "Fake GPU", "memory_total_mb": 81559}]
+    assert env["gpu_status"] == "available"
