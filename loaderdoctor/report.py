@@ -92,9 +92,9 @@ def build_report(session: Session) -> dict:
                     exits.update(e.get("codes") or {})
             c = crash.classify(st["name"], (st.get("exit") or {}).get("exc"), st.get("returncode"),
                                st.get("fatal_dumps") or [], _oom_kills(st), exits)
-            if c and c.get("signal") == "SIGKILL":
-                c["memory"] = sampling.process_memory(st.get("samples"), c.get("pid"), c["role"])
             if c:
+                if c.get("signal") == "SIGKILL":  # killed from outside: what its memory did, for worker-oom
+                    c["memory"] = sampling.process_memory(st.get("samples"), c.get("pid"), c["role"])
                 missing = _MISSING_ATTR.search(st.get("stderr_tail") or "")
                 it_err = next((e for e in st.get("events", []) if e.get("e") == "it_error"), None)
                 if c["role"] == "main" and it_err and it_err.get("type") == c.get("exception_type"):
