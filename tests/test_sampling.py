@@ -51,8 +51,10 @@ def test_real_tree_roles_and_memory():
 
         kids = {c.pid for c in psutil.Process(proc.pid).children()}
         ticks = iter(range(1000))
+        # memory_budget=1.0: the memory pass's own CPU cost (a few ms, more on a loaded machine)
+        # never postpones the next one past memory_every, so the count below is exact
         s = TreeSampler(proc.pid, lambda: {pid: "worker" for pid in kids}, stage="real", interval=0.05,
-                        clock=lambda: 0.2 * next(ticks))
+                        clock=lambda: 0.2 * next(ticks), memory_budget=1.0)
         for n in range(10):
             s.sample_once(n)
         roles = {r["pid"]: r["role"] for r in s.rows}
@@ -109,3 +111,22 @@ def test_gpu_samples_reach_the_series_and_the_environment():
     env = envinfo.collect(g)
     assert env["gpus"] == [{"index": 0, "name": "Fake GPU", "memory_total_mb": 81559}]
     assert env["gpu_status"] == "available"
+
+
+def test_a_costly_memory_pass_postpones_the_next(monkeypatch):
+    """Memory reads stay within their CPU budget: a pass that cost 20 ms of the sampler's CPU
+    at 5 Hz with a 1% budget waits 11 samples (not memory_every's 5) before the next."""
+    import itertools
+    import os
+
+    from loaderdoctor import sampling
+
+    cpu = itertools.count(0.0, 0.02)  # each read of the thread's CPU clock is 20 ms later
+    monkeypatch.setattr(sampling.time, "thread_time", lambda: next(cpu))
+    ticks = iter(range(1000))
+    s = TreeSampler(os.getpid(), lambda: {}, stage="t", interval=0.2, clock=lambda: 0.2 * next(ticks),
+                    memory_every=5, memory_budget=0.01)
+    for n in range(15):
+        s.sample_once(n)
+    with_mem = [r["t"] for r in s.rows if "uss" in r]
+    assert len(with_mem) == 2 and with_mem[1] - with_mem[0] == pytest.approx(11 * 0.2)
