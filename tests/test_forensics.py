@@ -214,7 +214,7 @@ def test_worker_killed_by_the_oom_killer_is_worker_oom(tmp_path):
     (c,) = r["crashes"]
     assert c["role"] == "worker" and c["signal"] == "SIGKILL" and c["oom"]
     assert any(src.endswith("memory.oom_control") or src.endswith("memory.events") for src in c["oom_record"])
-    assert c["memory"]["readings"] >= 1 and c["memory"]["peak_mb"] > c["memory"]["first_mb"]
+    assert c["memory"]["readings"] >= 2 and c["memory"]["peak_mb"] > c["memory"]["first_mb"], c["memory"]
     f = next(f for f in r["findings"] if f["id"] == "worker-oom")
     assert f"Worker pid {c['pid']} was killed by SIGKILL" in f["evidence"] and "oom_kill counter rose" in f["evidence"]
     assert "worker-crash" not in {f["id"] for f in r["findings"]}

@@ -1,4 +1,4 @@
-"""The workers keep every sample in a cache that is never bounded (4 MB each, every page
+"""The workers keep every sample in a cache that is never bounded (4 MB per 0.1 s each, every page
 written) until the kernel's OOM killer ends one of them. Run it under a memory limit."""
 import time
 
@@ -14,7 +14,7 @@ class Records(Dataset):
 
     def __getitem__(self, i):
         CACHE.append(torch.ones(2**20))
-        time.sleep(0.05)
+        time.sleep(0.1)
         return torch.zeros(3)
 
 
