@@ -427,9 +427,11 @@ def rule_notebook_only(r: dict) -> list[Finding]:
     else:
         why = f"In the notebook: {base['detail']}."
         fix = "Run the training as a script, or move the Dataset and its helpers into a .py module imported by the notebook."
+    m = sf.get("measured") or {}
+    ran = f", {m['steps']} steps at {m['samples_per_s']} samples/s" if m.get("steps") else ""
     return [Finding("notebook-only", "critical", "The notebook fails where the same code as a script works",
                     f"The notebook, run in a Jupyter kernel: {base['status']} ({base['detail']}). The same code cells "
-                    f"as a script ({sf.get('path')}): ok. {why}", fix)]
+                    f"as a script ({sf.get('path')}): ok{ran}. {why}", fix)]
 
 
 def _mb(x: float) -> str:

@@ -347,3 +347,42 @@ def test_slow_collate_is_silent_when_the_step_does_not_wait():
     s.stages[0] = stage("baseline", loader_event() + steps(40, 0.001, 0.1))  # compute-bound
     _, f = findings(s)
     assert "slow-collate" not in f and "slow-transform" not in f
+
+
+def _notebook_session(base_status, base_detail, exc=None, stderr_tail=""):
+    base = stage("baseline", loader_event(nw=2, method="spawn"), status=base_status, detail=base_detail,
+                 exit={"how": "exception", "exc": exc} if exc else None, stderr_tail=stderr_tail,
+                 returncode=1 if exc else None)
+    script = stage("script-form", loader_event(nw=2, method="spawn") + steps(20, 0.01, 0.01))
+    s = session([base, script], notes={"script_form": {"path": "/runs/nb-as-script.py"}})
+    s.target = {"path": "train.ipynb", "kind": "notebook", "argv": []}
+    return s
+
+
+def test_notebook_only_names_the_class_the_workers_could_not_import():
+    exc = {"type": "RuntimeError", "frames": [],
+           "message": "DataLoader worker (pid 77) exited unexpectedly with exit code 1. Details are lost due to "
+                      "multiprocessing."}
+    tail = "AttributeError: Can't get attribute 'CellDataset' on <module '__main__' (built-in)>\n"
+    r, f = findings(_notebook_session("crash", "RuntimeError: DataLoader worker (pid 77) exited unexpectedly", exc,
+                                      tail))
+    ev = f["notebook-only"]["evidence"]
+    m = r["script_form"]["measured"]  # the script's run, measured as the baseline would be
+    assert 0 < m["steps"] < 20 and m["samples_per_s"] == pytest.approx(8 / 0.02)
+    assert "in a Jupyter kernel: crash" in ev
+    assert f"as a script (/runs/nb-as-script.py): ok, {m['steps']} steps at {m['samples_per_s']} samples/s" in ev
+    assert "could not import CellDataset" in ev and "Can't get attribute 'CellDataset'" in ev
+    assert "Move CellDataset" in f["notebook-only"]["fix"]
+
+
+def test_notebook_only_hang_without_a_missing_class_quotes_the_stage():
+    _, f = findings(_notebook_session("hang", "no progress for 10.0 s"))
+    assert "In the notebook: no progress for 10.0 s." in f["notebook-only"]["evidence"]
+    assert ".py module" in f["notebook-only"]["fix"]
+
+
+def test_no_notebook_only_when_the_script_fails_too():
+    s = _notebook_session("hang", "no progress for 10.0 s")
+    s.stages[1]["status"] = "hang"
+    _, f = findings(s)
+    assert "notebook-only" not in f
