@@ -92,23 +92,23 @@ def cgroup_memory_limit() -> int | None:
     return min(limits) if limits else None
 
 
+def _oom_kill_field(path: str) -> int | None:
+    """The `oom_kill N` line of a kernel "key value" file, None when it has none."""
+    for line in (_read(path) or "").splitlines():
+        k, _, v = line.partition(" ")
+        if k == "oom_kill" and v.strip().isdigit():
+            return int(v)
+    return None
+
+
 def oom_kill_counters() -> dict[str, int]:
     """The kernel's records of OOM kills that we can read: the machine's counter
     (/proc/vmstat oom_kill) and our memory cgroup's (v2 memory.events, v1
     memory.oom_control). A stage compares them before and after."""
-    out = {}
-    for line in (_read("/proc/vmstat") or "").splitlines():
-        k, _, v = line.partition(" ")
-        if k == "oom_kill" and v.strip().isdigit():
-            out["/proc/vmstat"] = int(v)
-    for d in cgroup_dirs("memory")[:1]:
-        for name in ("memory.events", "memory.oom_control"):
-            path = os.path.join(d, name)
-            for line in (_read(path) or "").splitlines():
-                k, _, v = line.partition(" ")
-                if k == "oom_kill" and v.strip().isdigit():
-                    out[path] = int(v)
-    return out
+    paths = ["/proc/vmstat"] + [os.path.join(d, name) for d in cgroup_dirs("memory")[:1]
+                                for name in ("memory.events", "memory.oom_control")]
+    counts = {path: _oom_kill_field(path) for path in paths}
+    return {path: n for path, n in counts.items() if n is not None}
 
 
 def collect(gpus=None) -> dict:
