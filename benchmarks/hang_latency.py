@@ -17,7 +17,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from loaderdoctor.stage import StageSpec, run_stage  # noqa: E402
+from loaderdoctor.orchestrate.supervise import StageSpec, run_stage  # noqa: E402
 
 WORKLOAD = os.path.join(HERE, "workloads", "stall_4_workers.py")
 

@@ -24,7 +24,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from loaderdoctor.stage import StageSpec, run_stage  # noqa: E402
+from loaderdoctor.orchestrate.supervise import StageSpec, run_stage  # noqa: E402
 
 WORKLOAD = os.path.join(HERE, "workloads", "overhead_train.py")
 RATE = re.compile(r"steps_per_s=([\d.]+)")

@@ -20,10 +20,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from loaderdoctor import envinfo, metrics, stages, tuning  # noqa: E402
-from loaderdoctor.orchestrate import ProbeOptions  # noqa: E402
+from loaderdoctor.observe import envinfo, metrics, stages, tuning  # noqa: E402
+from loaderdoctor.orchestrate.probe import ProbeOptions  # noqa: E402
 from loaderdoctor.session import Session  # noqa: E402
-from loaderdoctor.target import Target  # noqa: E402
+from loaderdoctor.orchestrate.target import Target  # noqa: E402
 
 SCRIPTS = os.path.join(os.path.dirname(HERE), "tests", "scripts")  # the same workloads the tests use
 WORKLOADS = {"io_bound": os.path.join(SCRIPTS, "io_bound.py"),

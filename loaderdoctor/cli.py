@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from loaderdoctor.errors import EXIT_INTERRUPTED, LoaderDoctorError
+from loaderdoctor.protocol import DEFAULT_STEPS, DEFAULT_WARMUP
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Diagnose PyTorch DataLoader stalls, hangs and throughput.")
@@ -43,8 +44,8 @@ def probe(
     first_batch_timeout: Optional[float] = typer.Option(None, "--first-batch-timeout", min=0.5,
                                                         help="Allowance for a first batch (default 2 x timeout)."),
     budget: float = typer.Option(600.0, "--budget", min=1, help="Bound on the whole probe, in seconds."),
-    steps: int = typer.Option(50, "--steps", min=1, help="Measured training steps per stage (after warm-up)."),
-    warmup: int = typer.Option(3, "--warmup", min=0, help="Batches left out of the statistics after the first."),
+    steps: int = typer.Option(DEFAULT_STEPS, "--steps", min=1, help="Measured training steps per stage (after warm-up)."),
+    warmup: int = typer.Option(DEFAULT_WARMUP, "--warmup", min=0, help="Batches left out of the statistics after the first."),
     stages: Optional[str] = typer.Option(None, "--stages", help="Comma-separated stages to run."),
     max_workers: Optional[int] = typer.Option(None, "--max-workers", min=0, help="Upper bound for the sweep."),
     stack_method: str = typer.Option("auto", "--stack-method", help="auto, py-spy or faulthandler."),
@@ -52,8 +53,8 @@ def probe(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show events and the derivation."),
 ) -> None:
     """Run the staged probes on TARGET and write the report."""
-    from loaderdoctor import orchestrate as core
-    from loaderdoctor import target as target_mod
+    from loaderdoctor.orchestrate import probe as core
+    from loaderdoctor.orchestrate import target as target_mod
     from loaderdoctor.render import console as console_view
 
     _sigterm_as_interrupt()
@@ -90,8 +91,9 @@ def check(
     stack_method: str = typer.Option("auto", "--stack-method", help="auto, py-spy or faulthandler."),
 ) -> None:
     """CI gate: run the real training loop for N steps under the watchdog."""
-    from loaderdoctor import check as core
-    from loaderdoctor import target as target_mod
+    from loaderdoctor.orchestrate import check as core
+    from loaderdoctor.orchestrate import target as target_mod
+    from loaderdoctor.render import checktext, junit
 
     _sigterm_as_interrupt()
     try:
@@ -100,13 +102,13 @@ def check(
                             out_dir=out_dir, stack_method=stack_method)
     except LoaderDoctorError as exc:
         _fail(exc)
-    text = core.format_result(result)
+    text = checktext.format_result(result)
     (out if result["exit_code"] == 0 else err).print(escape(text), soft_wrap=True)
     if junit_xml:
-        core.write_junit(result, junit_xml)
+        junit.write_junit(result, junit_xml)
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
-        core.append_step_summary(result, summary)
+        junit.append_step_summary(result, summary)
     raise typer.Exit(result["exit_code"])
 
 

@@ -16,6 +16,10 @@ PIPE_BUF) on an inherited pipe. Kinds (key "e"):
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass, field, fields
+
+DEFAULT_STEPS = 50  # measured training steps per stage
+DEFAULT_WARMUP = 3  # batches left out after an iterator's first
 
 EVENT_FD_ENV = "LOADERDOCTOR_EVENT_FD"
 RUN_ID_ENV = "LOADERDOCTOR_RUN"
@@ -27,3 +31,44 @@ def decode(line: bytes | str) -> dict | None:
     except (ValueError, UnicodeDecodeError):
         return None
     return obj if isinstance(obj, dict) and "e" in obj else None
+
+
+@dataclass
+class RunnerSpec:
+    """What the parent tells one runner child (written as spec.json, read by the child).
+    The one typed shape both sides use; paths are absolute."""
+
+    target: str
+    stage_dir: str
+    stack_dir: str | None = None
+    argv: list[str] = field(default_factory=list)
+    kind: str = "script"  # script | notebook
+    steps: int = DEFAULT_STEPS
+    warmup: int = DEFAULT_WARMUP
+    max_seconds: float | None = None
+    overrides: dict = field(default_factory=dict)
+    override_site: str | None = None
+    mode: str = "train"  # train | drain | transforms
+    target_site: str | None = None
+    drain_seconds: float | None = None
+    event_fifo: str | None = None  # notebooks: the kernel writes its events here
+
+    def save(self, path: str) -> None:
+        with open(path, "w") as f:
+            json.dump(asdict(self), f)
+
+    @classmethod
+    def load(cls, path: str) -> "RunnerSpec":
+        with open(path) as f:
+            data = json.load(f)
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def loader_warmup(config: dict | None, base: int) -> int:
+    """The warm-up rule. Batches to leave out after an iterator's first: at least the batches
+    the workers prefetch while the first one is awaited (num_workers x prefetch_factor),
+    which then arrive at once and would inflate the rate."""
+    cfg = config or {}
+    nw = cfg.get("num_workers") or 0
+    return max(base, nw * (cfg.get("prefetch_factor") or 2)) if nw else base

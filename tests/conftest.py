@@ -7,7 +7,7 @@ import psutil
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SCRIPTS = os.path.join(HERE, "scripts")
+SCRIPTS = os.path.join(HERE, "e2e", "scripts")
 CLI_TIMEOUT = 240  # every wait in a test is bounded
 
 

@@ -41,8 +41,9 @@ def loop():
 def ab(chunks=200, per_chunk=100):
     import statistics
 
-    from loaderdoctor import hooks
-    from loaderdoctor.runner import Emitter
+    from loaderdoctor.child import patches
+    from loaderdoctor.child import recorder as hooks
+    from loaderdoctor.child.emitter import Emitter
 
     fd = os.open(os.devnull, os.O_WRONLY)
     rec = hooks.Recorder(Emitter(fd), steps=10**9)
@@ -66,12 +67,12 @@ def ab(chunks=200, per_chunk=100):
         rates = {}
         for hooked in (first_hooked, not first_hooked):
             if hooked:
-                hooks.install(rec)
+                patches.install(rec)
             try:
                 rates[hooked] = chunk()
             finally:
                 if hooked:
-                    hooks.uninstall()
+                    patches.uninstall()
         ratios.append(rates[True] / rates[False])
     q = statistics.quantiles(ratios, n=4)
     print(f"ab_chunks={chunks}x{per_chunk} steps, quartiles {q[0]:.4f} {q[1]:.4f} {q[2]:.4f}")

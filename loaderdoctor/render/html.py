@@ -10,7 +10,15 @@ from typing import TextIO
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from loaderdoctor.render import plots
-from loaderdoctor.render.text import VERDICT_TEXT, baseline_method, dist, frame_line, ms, num, pct
+from loaderdoctor.render.text import (
+    VERDICT_TEXT,
+    baseline_method,
+    dist,
+    frame_line,
+    ms,
+    num,
+    pct,
+)
 
 _ENV = Environment(loader=FileSystemLoader(os.path.join(os.path.dirname(__file__), "templates")),
                    autoescape=select_autoescape(default=True, default_for_string=True))

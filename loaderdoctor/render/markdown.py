@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from loaderdoctor.render.text import VERDICT_TEXT, baseline_method, dist, frame_line, ms, num, pct
+from loaderdoctor.render.text import (
+    VERDICT_TEXT,
+    baseline_method,
+    dist,
+    frame_line,
+    ms,
+    num,
+    pct,
+)
 
 
 def _cell(x) -> str:
@@ -34,7 +42,7 @@ def _pyspy_note(h: dict) -> str:
         else ""
 
 
-def render(r: dict, out: TextIO) -> None:
+def _head(r: dict, out: TextIO) -> None:
     t = r.get("target") or {}
     out.write(f"# loaderdoctor report: `{_cell(t.get('path'))}`\n\n")
     v = r.get("verdict")
@@ -42,6 +50,8 @@ def render(r: dict, out: TextIO) -> None:
     if r.get("interrupted"):
         out.write("> Interrupted by the user: this is a partial report of what was measured until then.\n\n")
 
+
+def _findings(r: dict, out: TextIO) -> None:
     out.write("## Findings\n\n")
     if not r.get("findings"):
         out.write("No finding: nothing measured in this run crossed a threshold.\n\n")
@@ -49,6 +59,8 @@ def render(r: dict, out: TextIO) -> None:
         out.write(f"### [{f['severity']}] {_cell(f['title'])} (`{f['id']}`)\n\n")
         out.write(f"**Evidence.** {_cell(f['evidence'])}\n\n**Fix.** {_cell(f['fix'])}\n\n")
 
+
+def _recommendation(r: dict, out: TextIO) -> None:
     rec = r.get("recommendation") or {}
     if rec:
         out.write("## Recommendation\n\n")
@@ -57,6 +69,8 @@ def render(r: dict, out: TextIO) -> None:
         sp = rec.get("measured_speedup")
         out.write(f"Measured speedup: {'%.2fx' % sp if sp is not None else 'not measured'} ({_cell(rec.get('basis'))}).\n\n")
 
+
+def _baseline(r: dict, out: TextIO) -> None:
     b = r.get("baseline") or {}
     out.write("## Baseline: the real training run\n\n")
     if b.get("steps"):
@@ -71,6 +85,9 @@ def render(r: dict, out: TextIO) -> None:
     if "timeline" in (r.get("plots") or []):
         out.write("![per-step data wait and compute](plots/timeline.png)\n\n")
 
+
+def _sweep(r: dict, out: TextIO) -> None:
+    b = r.get("baseline") or {}
     sweep = r.get("workers_sweep") or []
     if sweep:
         out.write("## num_workers sweep (loader only)\n\n")
@@ -98,6 +115,8 @@ def render(r: dict, out: TextIO) -> None:
         if "workers" in (r.get("plots") or []):
             out.write("![throughput by num_workers](plots/workers.png)\n\n")
 
+
+def _confirm(r: dict, out: TextIO) -> None:
     c = r.get("confirm")
     if c:
         out.write("## Confirm run\n\n")
@@ -106,6 +125,8 @@ def render(r: dict, out: TextIO) -> None:
                   + (f"; {num(c.get('baseline_samples_per_s'))} -> {num(c.get('confirm_samples_per_s'))} samples/s "
                      f"including start-up (**{sp:.2f}x**)" if sp is not None else "") + ".\n\n")
 
+
+def _transforms(r: dict, out: TextIO) -> None:
     out.write("## Transforms\n\n")
     if r.get("transforms"):
         ref = ([["ref", "baseline training loop (1000 / its samples/s)", (r.get("baseline") or {})["ms_per_sample"],
@@ -121,6 +142,8 @@ def render(r: dict, out: TextIO) -> None:
     else:
         out.write(f"{_cell((r.get('pipeline') or {}).get('reason') or 'Not measured.')}\n\n")
 
+
+def _context(r: dict, out: TextIO) -> None:
     if r.get("start_methods"):
         out.write("## Start methods\n\n")
         _table(out, ["method", "status", "detail", "threads at start", "native pools", "unpicklable"],
@@ -146,6 +169,8 @@ def render(r: dict, out: TextIO) -> None:
             "in_flight_tensors", "open_files_limit", "sharing_strategy", "cuda_init_at_fork",
             "worker_threads_total_max", "cpu_count_effective")])
 
+
+def _loaders_and_stages(r: dict, out: TextIO) -> None:
     if r.get("loaders"):
         out.write("## DataLoaders\n\n")
         _table(out, ["#", "role", "site", "dataset", "len", "batch", "workers", "start", "pin", "persistent",
@@ -158,6 +183,8 @@ def render(r: dict, out: TextIO) -> None:
     _table(out, ["stage", "status", "seconds", "detail"],
            [[s["name"], s["status"], num(s.get("seconds")), s.get("detail")] for s in r.get("stages") or []])
 
+
+def _failures(r: dict, out: TextIO) -> None:
     for h in r.get("hangs") or []:
         out.write(f"## Hang in stage `{_cell(h.get('stage'))}`\n\n")
         c = h.get("culprit")
@@ -184,6 +211,8 @@ def render(r: dict, out: TextIO) -> None:
         out.write(_fence(c.get("worker_traceback") or c.get("message") or ""))
         out.write("\n")
 
+
+def _environment(r: dict, out: TextIO) -> None:
     if "utilisation" in (r.get("plots") or []):
         out.write(f"## CPU and GPU use\n\n![CPU and GPU use](plots/utilisation.png)\n\nGPU: "
                   f"{_cell((r.get('environment') or {}).get('gpu_status'))}.\n\n")
@@ -200,3 +229,11 @@ def render(r: dict, out: TextIO) -> None:
               "the next request (after `torch.cuda.synchronize()` when CUDA is in use). The first batch of each "
               f"iterator (worker start-up) and the first {r.get('options', {}).get('warmup', 3)} batches are "
               "excluded from the step statistics. A stage with no event for `--timeout` seconds is a hang.\n")
+
+
+SECTIONS = (_head, _findings, _recommendation, _baseline, _sweep, _confirm, _transforms, _context, _loaders_and_stages, _failures, _environment)
+
+
+def render(r: dict, out: TextIO) -> None:
+    for section in SECTIONS:
+        section(r, out)

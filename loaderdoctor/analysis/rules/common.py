@@ -1,0 +1,108 @@
+"""What every rule shares: the thresholds (documented in the README), the Finding record,
+and the few formatting helpers findings quote numbers with."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+THRESHOLDS = {
+    # share of step time spent waiting for data (TensorFlow's analyzer: >= 20% "highly
+    # input-bound", >= 5% "moderately"; TraceML warns at 10%, critical at 20%)
+    "data_bound_fraction": 0.20,
+    "compute_bound_fraction": 0.05,
+    # fewer measured steps than this and the baseline verdict is inconclusive
+    "min_steps": 5,
+    # the sweep: a configuration must beat the current one by this much (loader-only rate)
+    "workers_gain": 0.10,
+    # fewer workers that reach at least this share of the current rate are "as fast"
+    "workers_as_fast": 0.95,
+    # one transform's share of per-sample time that makes it dominant
+    "slow_transform_share": 0.50,
+    # collate's share of the workers' fetch time (samples + collate)
+    "slow_collate_share": 0.30,
+    # iterator start-up's share of the training loop's time (per epoch or per loader)
+    "worker_startup_share": 0.20,
+    # a confirm run must be at least this much faster for the change to be recommended
+    "confirm_min_speedup": 1.05,
+    # a SIGKILLed process whose private memory grew this much (MB, and by this factor over
+    # its first reading) in the samples was killed for memory, even with no OOM record we can read
+    "oom_growth_mb": 256,
+    "oom_growth_ratio": 2.0,
+    # /dev/shm must hold at least this many times the bytes the workers keep in flight
+    "shm_headroom": 2.0,
+    # the open-file limit must allow at least this many times the tensors in flight (one
+    # descriptor each under the file_descriptor sharing strategy), and at least 1024
+    "fd_headroom": 4.0,
+    "fd_min": 1024,
+    # threads a torch worker has of its own (main, queue feeder, resource sharer, ...): not counted
+    "worker_base_threads": 4,
+    # the workers' other threads (thread pools) together above this many per effective CPU
+    "threads_per_cpu": 2.0,
+}
+
+
+@dataclass
+class Finding:
+    id: str
+    severity: str  # critical | warning | info
+    title: str
+    evidence: str
+    fix: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+Rule = Callable[[dict], list[Finding]]
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def _ms(x: float | None) -> str:
+    return "n/a" if x is None else f"{1000 * x:.1f} ms"
+
+
+def _where(c: dict | None) -> str:
+    if not c:
+        return "no frame in your own code was found"
+    return f"{c.get('function')} at {c.get('file')}:{c.get('line')} ({c.get('role')}, pid {c.get('pid')})"
+
+
+# Stages that run the user's real training loop. Hangs and crashes of the experiments
+# (sweep configurations, start methods, ablation) speak through their own rules and tables.
+REAL_RUNS = ("baseline", "confirm", "check")
+
+
+def _real(items: list[dict] | None) -> list[dict]:
+    return [x for x in items or [] if x.get("stage") in REAL_RUNS]
+
+
+def _mb(x: float) -> str:
+    return f"{x / 2**20:.1f} MB"
+
+
+def _code(settings: dict) -> str:
+    return "DataLoader(..., " + ", ".join(f"{k}={v!r}" for k, v in settings.items()) + ")"
+
+
+def _loader_matters(r: dict) -> bool:
+    """A slow part of the pipeline is worth a finding only when the real step waits on data:
+    with the data wait under the compute-bound threshold, nothing is gained by speeding it up."""
+    b = r.get("baseline") or {}
+    frac = b.get("data_wait_fraction")
+    return frac is not None and (b.get("steps") or 0) >= THRESHOLDS["min_steps"] \
+        and frac >= THRESHOLDS["compute_bound_fraction"]
+
+
+def _runs(r: dict) -> dict:
+    return {row["method"]: row for row in r.get("start_methods") or []}
+
+
+def _train_loader(r: dict) -> dict | None:
+    for l in r.get("loaders") or []:
+        if l.get("role") == "train":
+            return l
+    return None

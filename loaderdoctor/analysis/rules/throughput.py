@@ -1,0 +1,109 @@
+"""Rules on how fast data comes: data-bound, compute-bound, too-few/too-many-workers,
+worker-startup."""
+
+from __future__ import annotations
+
+from loaderdoctor.analysis.rules.common import (
+    THRESHOLDS,
+    Finding,
+    _code,
+    _ms,
+    _pct,
+    _train_loader,
+)
+
+
+def rule_data_or_compute_bound(r: dict) -> list[Finding]:
+    b = r.get("baseline") or {}
+    frac = b.get("data_wait_fraction")
+    if frac is None or (b.get("steps") or 0) < THRESHOLDS["min_steps"]:
+        return []
+    ev = (f"Over {b['steps']} measured steps of the real training run, the step waited for data "
+          f"{_pct(frac)} of the time (median wait {_ms((b.get('wait_s') or {}).get('median'))}, median compute "
+          f"{_ms((b.get('compute_s') or {}).get('median'))}, {b.get('samples_per_s')} samples/s).")
+    if frac >= THRESHOLDS["data_bound_fraction"]:
+        loader = _train_loader(r)
+        nw = loader.get("num_workers") if loader else None
+        fix = ("Feed the step faster: raise num_workers in the training DataLoader"
+               + (f" (now {nw})" if nw is not None else "") +
+               ", set persistent_workers=True, and make the slowest transform cheaper.")
+        return [Finding("data-bound", "warning", f"Training waits on data {_pct(frac)} of step time", ev, fix)]
+    if frac < THRESHOLDS["compute_bound_fraction"]:
+        return [Finding("compute-bound", "info", "The data loader is not what limits training", ev,
+                        "Nothing to change in the DataLoader; speed up the model step (batch size, mixed precision, "
+                        "a faster device) if training is too slow.")]
+    return []
+
+
+def _confirm_text(r: dict) -> str:
+    c = r.get("confirm") or {}
+    if c.get("speedup") is not None:
+        return (f" Confirmed on the real training script with {_code(c['settings'])}: "
+                f"{c['baseline_samples_per_s']} -> {c['confirm_samples_per_s']} samples/s "
+                f"({c['speedup']:.2f}x).")
+    if c:
+        return f" The confirm run did not complete ({c.get('status')}), so no speedup is claimed."
+    return ""
+
+
+def _sweep_rate(r: dict, n: int | None) -> float | None:
+    return next((row["samples_per_s"] for row in r.get("workers_sweep") or [] if row["num_workers"] == n), None)
+
+
+def _confirmed_faster(r: dict) -> bool | None:
+    c = r.get("confirm") or {}
+    if c.get("speedup") is None:
+        return None
+    return c["speedup"] >= THRESHOLDS["confirm_min_speedup"]
+
+
+def rule_workers(r: dict) -> list[Finding]:
+    sweep = r.get("sweep") or {}
+    choice, current = sweep.get("choice"), sweep.get("current")
+    if choice is None or current is None or choice == current:
+        return []
+    rc, rn = _sweep_rate(r, current), _sweep_rate(r, choice)
+    if not rc or not rn:
+        return []
+    table = ", ".join(f"{row['num_workers']}: {row['samples_per_s']}" for row in r["workers_sweep"]
+                      if row.get("samples_per_s"))
+    ev = (f"Loader-only samples/s by num_workers ({table}); the current setting is {current}, "
+          f"the fewest within 5% of the best is {choice}. Effective CPUs: {sweep.get('effective_cpus')}; "
+          f"the sweep stopped because {sweep.get('why_stopped')}.")
+    confirmed = _confirmed_faster(r)
+    settings = (r.get("confirm") or {}).get("settings") or {"num_workers": choice}
+    if choice > current and rn >= rc * (1 + THRESHOLDS["workers_gain"]):
+        if confirmed is False:
+            return [Finding("too-few-workers", "info", "More workers feed the loader faster, but training did not "
+                            "speed up", ev + _confirm_text(r),
+                            "Keep the current num_workers: the step itself, not the loader, limits the real run.")]
+        return [Finding("too-few-workers", "warning",
+                         f"num_workers={choice} loads {rn / rc:.1f}x faster than num_workers={current}",
+                         ev + _confirm_text(r), f"Use {_code(settings)} for the training DataLoader.")]
+    if choice < current and rn >= rc * THRESHOLDS["workers_as_fast"]:
+        return [Finding("too-many-workers", "info",
+                        f"num_workers={choice} is as fast as num_workers={current}", ev + _confirm_text(r),
+                        f"Use {_code(settings)}: fewer processes, less memory, same throughput.")]
+    return []
+
+
+def rule_worker_startup(r: dict) -> list[Finding]:
+    b = r.get("baseline") or {}
+    share = b.get("startup_share")
+    loader = _train_loader(r) or {}
+    firsts = b.get("first_batch_s_all") or []
+    if share is None or share < THRESHOLDS["worker_startup_share"] or len(firsts) < 2:
+        return []
+    per = ", ".join(f"{x:.2f} s" for x in firsts[:6])
+    rebuilt = (loader.get("instances") or 1) > 1
+    if rebuilt:
+        fix = ("The training DataLoader is built again for every epoch (construction site "
+               f"{loader.get('site')}); build it once, before the epoch loop, with persistent_workers=True.")
+    else:
+        fix = "Pass persistent_workers=True to the training DataLoader so its workers survive between epochs."
+    return [Finding("worker-startup", "warning",
+                    f"Starting the loader's workers takes {100 * share:.0f}% of training time",
+                    f"{len(firsts)} iterators of the training loader each waited for a first batch ({per}); "
+                    f"with num_workers={loader.get('num_workers')} and persistent_workers="
+                    f"{loader.get('persistent_workers')}, start-up was {100 * share:.0f}% of the measured loop "
+                    f"time.{_confirm_text(r)}", fix)]

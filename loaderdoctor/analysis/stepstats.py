@@ -1,0 +1,186 @@
+"""Pure functions: a stage's raw events -> loaders and step statistics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from statistics import median
+
+from loaderdoctor.protocol import loader_warmup  # noqa: F401  (the warm-up rule, used here and re-exported)
+
+
+@dataclass
+class Step:
+    loader: int
+    iterator: int  # which iterator (epoch) of that loader, 0-based
+    index: int  # batch index inside the iterator
+    wait: float
+    compute: float | None
+    samples: int
+    first: bool
+    startup: float | None = None
+
+
+@dataclass
+class LoaderSteps:
+    loader: int
+    steps: list[Step] = field(default_factory=list)
+    iterators: int = 0
+
+
+def steps_by_loader(events: list[dict]) -> dict[int, LoaderSteps]:
+    """Rebuild each batch's (wait, compute) from the event stream. A batch's compute is
+    carried by the next batch's event ("c") or the iterator's "end" event."""
+    out: dict[int, LoaderSteps] = {}
+    pending: dict[int, Step] = {}  # loader -> last batch whose compute is still open
+    for ev in events:
+        kind = ev.get("e")
+        if kind == "it":
+            ls = out.setdefault(ev["l"], LoaderSteps(ev["l"]))
+            ls.iterators += 1
+            pending.pop(ev["l"], None)
+        elif kind == "b":
+            l = ev["l"]
+            ls = out.setdefault(l, LoaderSteps(l))
+            first = "s" in ev
+            if first and ls.iterators == 0:
+                ls.iterators = 1
+            prev = pending.get(l)
+            if prev is not None and not first and ev.get("c") is not None:
+                prev.compute = ev["c"]
+            step = Step(l, max(0, ls.iterators - 1), ev.get("i", 0), ev["w"], None, ev.get("n", 1),
+                        first, ev.get("s"))
+            ls.steps.append(step)
+            pending[l] = step
+        elif kind == "end":
+            prev = pending.pop(ev["l"], None)
+            if prev is not None and ev.get("c") is not None:
+                prev.compute = ev["c"]
+    return out
+
+
+def loaders_from_events(events: list[dict]) -> list[dict]:
+    """One entry per construction site: its config (first construction) and instances."""
+    sites: dict[int, dict] = {}
+    for ev in events:
+        if ev.get("e") != "loader":
+            continue
+        entry = sites.get(ev["l"])
+        if entry is None:
+            sites[ev["l"]] = {"index": ev["l"], "site": ev.get("site"), "instances": 1,
+                              "overridden": ev.get("overridden"), **(ev.get("config") or {})}
+        else:
+            entry["instances"] += 1
+    return [sites[k] for k in sorted(sites)]
+
+
+def train_loader(by_loader: dict[int, LoaderSteps]) -> int | None:
+    """The training loader is the one with the most steps."""
+    if not by_loader:
+        return None
+    return max(by_loader.values(), key=lambda ls: (len(ls.steps), -ls.loader)).loader
+
+
+def measured_steps(ls: LoaderSteps, warmup: int) -> list[Step]:
+    """Steps that count: not an iterator's first batch (worker start-up), not among the
+    first `warmup` batches, and with their compute closed."""
+    out = []
+    seen = 0
+    for s in ls.steps:
+        if s.first:
+            continue
+        seen += 1
+        if seen <= warmup:
+            continue
+        if s.compute is not None:
+            out.append(s)
+    return out
+
+
+def quantile(xs: list[float], q: float) -> float | None:
+    if not xs:
+        return None
+    ys = sorted(xs)
+    pos = (len(ys) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(ys) - 1)
+    return ys[lo] + (ys[hi] - ys[lo]) * (pos - lo)
+
+
+def _dist(xs: list[float]) -> dict | None:
+    if not xs:
+        return None
+    return {"median": round(median(xs), 6), "p90": round(quantile(xs, 0.9), 6)}
+
+
+def step_summary(ls: LoaderSteps | None, warmup: int) -> dict:
+    """The baseline block of report.json, from one loader's steps."""
+    if ls is None:
+        return {"steps": 0, "samples_per_s": None, "data_wait_fraction": None, "step_s": None,
+                "wait_s": None, "compute_s": None, "first_batch_s": None}
+    steps = measured_steps(ls, warmup)
+    firsts = [s.startup for s in ls.steps if s.first and s.startup is not None]
+    waits = [s.wait for s in steps]
+    computes = [s.compute for s in steps]
+    totals = [w + c for w, c in zip(waits, computes)]
+    total_t = sum(totals)
+    samples = sum(s.samples for s in steps)
+    eff = effective_rate(ls)
+    return {
+        "steps": len(steps),
+        "effective_samples_per_s": eff["samples_per_s"],
+        "startup_share": eff["startup_share"],
+        "samples_per_s": round(samples / total_t, 3) if total_t > 0 else None,
+        "data_wait_fraction": round(sum(waits) / total_t, 4) if total_t > 0 else None,
+        "step_s": _dist(totals),
+        "wait_s": _dist(waits),
+        "compute_s": _dist(computes),
+        "first_batch_s": round(firsts[0], 6) if firsts else None,
+        "first_batch_s_all": [round(x, 6) for x in firsts],
+        "iterators": ls.iterators,
+        "batches_seen": len(ls.steps),
+        "loader_index": ls.loader,
+    }
+
+
+def effective_rate(ls: LoaderSteps) -> dict:
+    """Throughput as the user lives it: every batch after the very first one, with the
+    start-up of each later iterator (workers re-created per epoch) counted as time spent.
+    Also the share of that time that was iterator start-up."""
+    total = startup = 0.0
+    samples = 0
+    for k, s in enumerate(ls.steps):
+        if k == 0 or s.compute is None:
+            continue
+        if s.first:
+            startup += s.startup if s.startup is not None else s.wait
+            total += (s.startup if s.startup is not None else s.wait) + s.compute
+        else:
+            total += s.wait + s.compute
+        samples += s.samples
+    if total <= 0:
+        return {"samples_per_s": None, "startup_share": None}
+    return {"samples_per_s": round(samples / total, 3), "startup_share": round(startup / total, 4)}
+
+
+def timeline(ls: LoaderSteps | None, limit: int = 2000) -> list[dict]:
+    """Per-step rows for plots (downsampled by striding past `limit`)."""
+    if ls is None:
+        return []
+    rows = [{"i": k, "iterator": s.iterator, "wait": s.wait, "compute": s.compute, "first": s.first}
+            for k, s in enumerate(ls.steps)]
+    if len(rows) > limit:
+        stride = -(-len(rows) // limit)
+        rows = rows[::stride]
+    return rows
+
+
+def drain_rate(stage: dict) -> float | None:
+    """Loader-only samples/s of a drain stage (steady state, after the warm-up)."""
+    if stage.get("status") != "ok":
+        return None
+    by = steps_by_loader(stage["events"])
+    idx = train_loader(by)
+    if idx is None:
+        return None
+    cfg = next((l for l in loaders_from_events(stage["events"]) if l["index"] == idx), None)
+    return step_summary(by[idx], loader_warmup(cfg, 1))["samples_per_s"]

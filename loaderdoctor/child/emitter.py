@@ -1,0 +1,60 @@
+"""The child's side of the event pipe (protocol.py has the event shapes)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+
+class Emitter:
+    """Writes events to the parent's pipe. Events the parent acts on are written at once;
+    per-batch events (`batch`) are gathered and written together every FLUSH_S, which keeps
+    a write syscall off most training steps (one per step measured ~1% of a 3 ms step). The
+    parent sees batches up to FLUSH_S late, far inside any watchdog timeout; a process killed
+    outright loses at most the last FLUSH_S of batch events."""
+
+    FLUSH_S = 0.05
+
+    def __init__(self, fd: int | None):
+        self.fd = fd
+        self._pending: list[str] = []
+        self._flushed_at = float("-inf")
+        if hasattr(os, "register_at_fork"):  # a forked worker must never re-send the parent's batches
+            os.register_at_fork(after_in_child=self._pending.clear)
+
+    def __call__(self, line: str) -> None:
+        if self.fd is None:
+            return
+        if self._pending:  # keep the order: the batches before this event go first
+            self._pending.append(line)
+            self._write_pending()
+        else:
+            self._write(line + "\n")
+
+    def batch(self, line: str, now: float) -> None:
+        if self.fd is None:
+            return
+        self._pending.append(line)
+        if now - self._flushed_at >= self.FLUSH_S:
+            self._flushed_at = now
+            self._write_pending()
+
+    def flush(self) -> None:
+        if self._pending and self.fd is not None:
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        text = "\n".join(self._pending) + "\n"
+        self._pending.clear()
+        self._write(text)
+
+    def _write(self, text: str) -> None:
+        data = text.encode("utf-8", "replace")
+        try:
+            while data and self.fd is not None:
+                data = data[os.write(self.fd, data):]
+        except OSError:
+            self.fd = None  # the parent is gone; keep the script running undisturbed
+
+    def json(self, obj: dict) -> None:
+        self(json.dumps(obj, default=str))

@@ -1,0 +1,107 @@
+"""What the runner patches in the user's process: DataLoader timing, overrides, worker setup.
+
+Seams (see shared/research/torch-hooks.md):
+  DataLoader.__init__               record the configuration; apply overrides by call site
+  DataLoader.__iter__               iterator start time, worker pids, threads alive at fork
+  _BaseDataLoaderIter.__next__      per-batch data wait and the compute between batches
+  worker_init_fn (public, chained)  faulthandler in every worker (stack files for hangs/crashes)
+
+Everything patched is restored by uninstall()."""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from typing import Any
+
+from loaderdoctor.child.describe import call_site
+from loaderdoctor.child.recorder import Recorder
+
+_PATCHED: list[tuple[Any, str, Any]] = []
+
+
+def installed() -> bool:
+    return bool(_PATCHED)
+
+
+def install(rec: Recorder) -> None:
+    """Patch torch's DataLoader seams for this process. Idempotent per process."""
+    if _PATCHED:
+        raise RuntimeError("loaderdoctor hooks are already installed")
+    from torch.utils.data import DataLoader
+    from torch.utils.data import dataloader as dl_mod
+
+    base_iter = dl_mod._BaseDataLoaderIter
+    orig_init = DataLoader.__init__
+    orig_iter = DataLoader.__iter__
+    orig_next = base_iter.__next__
+    sig = inspect.signature(orig_init)
+    clock = rec.clock
+    sync = rec.sync
+
+    def __init__(self, *args, **kwargs):
+        site = call_site(2)
+        overridden = None
+        if rec.overrides:
+            try:
+                bound = sig.bind(self, *args, **kwargs)
+            except TypeError:
+                bound = None
+            if bound is not None:
+                bound.apply_defaults()  # so "before" shows the effective values
+                overridden = rec.before_init(site, bound.arguments)
+                if overridden is not None:
+                    args, kwargs = bound.args[1:], bound.kwargs
+        orig_init(self, *args, **kwargs)
+        rec.after_init(self, site, overridden)
+
+    def __iter__(self):
+        if rec.takes_over(self):
+            if rec.mode == "transforms":
+                from loaderdoctor.child import pipeline
+
+                pipeline.run_transforms_stage(rec, self)
+            rec.drain(self)
+        t_start = clock()
+        threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+        try:
+            it = orig_iter(self)
+        except Exception as exc:
+            rec.on_iter_error(self, exc)
+            raise
+        try:
+            rec.on_iter(self, it, t_start, threads)
+        except AttributeError:  # an iterator type that refuses attributes: time it anyway
+            pass
+        return it
+
+    def __next__(self):
+        if sync is not None:
+            sync()
+        t0 = clock()
+        st = rec.before_next(self, t0)
+        try:
+            batch = orig_next(self)
+        except StopIteration:
+            rec.on_exhausted(st, t0)
+            raise
+        except Exception as exc:
+            rec.on_error(self)
+            source = getattr(self, "_ld_sample_source", None)
+            if source is not None:
+                rec.estimate_batch(*source, exc)
+            raise
+        rec.on_batch(st, t0, clock(), batch)
+        return batch
+
+    for owner, name, new in ((DataLoader, "__init__", __init__), (DataLoader, "__iter__", __iter__),
+                             (base_iter, "__next__", __next__)):
+        _PATCHED.append((owner, name, owner.__dict__[name]))
+        setattr(owner, name, new)
+    __init__.__wrapped__ = orig_init  # for inspect.signature() of DataLoader in user code
+
+
+def uninstall() -> None:
+    while _PATCHED:
+        owner, name, orig = _PATCHED.pop()
+        setattr(owner, name, orig)

@@ -1,0 +1,301 @@
+"""The Recorder: hook calls in the user's process -> events for the parent.
+
+Nothing here starts a thread or holds a reference to an iterator: per-iterator state lives
+on the iterator itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Callable
+
+from loaderdoctor.child.describe import (
+    apply_overrides,
+    batch_bytes,
+    call_site,
+    count_samples,
+    loader_config,
+    native_thread_pools,
+)
+from loaderdoctor.child.worker import ChainedWorkerInit
+from loaderdoctor.protocol import (
+    DEFAULT_STEPS,
+    DEFAULT_WARMUP,
+    RunnerSpec,
+    loader_warmup,
+)
+
+
+class StopProbe(BaseException):
+    """Raised inside the script's loop when enough was measured. A BaseException, so the
+    script's own `except Exception:` does not swallow it."""
+
+
+class _IterState:
+    __slots__ = ("site", "t_start", "t_last", "count", "first")
+
+    def __init__(self, site: int, t_start: float | None):
+        self.site = site
+        self.t_start = t_start
+        self.t_last: float | None = None
+        self.count = 0
+        self.first = True
+
+
+class Recorder:
+    """Turns hook calls into events. The clock and the accelerator sync are parameters
+    so the timing logic is testable with a fake clock."""
+
+    def __init__(
+        self,
+        emit: Callable[[str], None],
+        *,
+        steps: int = DEFAULT_STEPS,
+        warmup: int = DEFAULT_WARMUP,
+        max_seconds: float | None = None,
+        overrides: dict | None = None,
+        override_site: str | None = None,
+        stack_dir: str | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+        sync: Callable[[], None] | None = None,
+        mode: str = "train",
+        target_site: str | None = None,
+        drain_seconds: float | None = None,
+        stage_dir: str | None = None,
+    ):
+        self.emit = emit
+        # per-batch events: gathered by an emitter that can (runner.Emitter.batch)
+        batch = getattr(emit, "batch", None)
+        self.emit_batch: Callable[[str, float], None] = batch if batch is not None else (lambda line, now: emit(line))
+        self.steps = steps
+        self.warmup = warmup
+        self.max_seconds = max_seconds
+        self.overrides = overrides or {}
+        self.override_site = override_site
+        self.stack_dir = stack_dir
+        self.clock = clock
+        self.sync = sync
+        self.pid = os.getpid()
+        # In a forked child (a worker) the hooks stay patched but must do nothing; a flag set
+        # at fork keeps a getpid() syscall off the per-step path.
+        self.in_child = False
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._mark_child)
+        self.t0 = clock()
+        self.sites: dict[str, int] = {}
+        self.batches: dict[int, int] = {}  # site -> batches seen (all iterators)
+        self.measured: dict[int, int] = {}  # site -> batches that count as measured steps
+        self.site_warmup: dict[int, int] = {}  # site -> warm-up batches (stepstats.loader_warmup)
+        self.stopping = False
+        # train: the script's own loop is measured. drain / transforms: when the target
+        # loader is first iterated, loaderdoctor drives it itself, then stops the script.
+        self.mode = mode
+        self.target_site = target_site
+        self.drain_seconds = drain_seconds
+        self.stage_dir = stage_dir
+        self.busy = False
+        self.drain_from_first_batch = False
+
+    def _mark_child(self) -> None:
+        self.in_child = True
+
+    # -- construction
+    def site_index(self, site: str) -> int:
+        idx = self.sites.get(site)
+        if idx is None:
+            idx = self.sites[site] = len(self.sites)
+        return idx
+
+    def before_init(self, site: str, arguments: dict) -> dict | None:
+        if self.overrides and (self.override_site is None or self.override_site == site):
+            before = {k: arguments.get(k) for k in self.overrides}
+            apply_overrides(arguments, self.overrides)
+            return before
+        return None
+
+    def after_init(self, loader: Any, site: str, overridden: dict | None) -> None:
+        if self.stack_dir and not isinstance(loader.worker_init_fn, ChainedWorkerInit):
+            loader.worker_init_fn = ChainedWorkerInit(loader.worker_init_fn, self.stack_dir)
+        idx = self.site_index(site)
+        loader._ld_site = idx
+        loader._ld_site_name = site
+        self.site_warmup[idx] = loader_warmup({"num_workers": loader.num_workers,
+                                               "prefetch_factor": loader.prefetch_factor}, self.warmup)
+        try:
+            cfg = loader_config(loader)
+        except Exception as exc:  # never break the user's loader over a description
+            cfg = {"error": f"{type(exc).__name__}: {exc}"}
+        self.emit(json.dumps({"e": "loader", "l": idx, "site": site, "config": cfg,
+                              "overridden": overridden}, default=str))
+
+    # -- iteration
+    def on_iter(self, loader: Any, it: Any, t_start: float, threads: list[str]) -> None:
+        idx = getattr(loader, "_ld_site", None)
+        if idx is None:
+            idx = self.site_index(call_site(3))
+        it._ld_state = _IterState(idx, t_start)
+        # What estimate_batch needs, not the loader: with persistent workers the loader holds this
+        # iterator, and a reference back would delay its __del__ (worker shutdown) to the cyclic
+        # GC. The iterator already holds the dataset, so this adds no lifetime.
+        it._ld_sample_source = (loader.dataset, loader.batch_size, idx)
+        workers = getattr(it, "_workers", None) or []
+        pids = [getattr(w, "pid", None) for w in workers]
+        try:
+            import torch
+
+            cuda_init = bool(torch.cuda.is_initialized())
+        except Exception:
+            cuda_init = None
+        ev = {"e": "it", "l": idx, "t": t_start - self.t0, "workers": pids, "threads": threads,
+              "cuda_init": cuda_init}
+        if pids:
+            ev["native_pools"] = native_thread_pools()
+            try:  # how the workers' tensors reach this process: one descriptor each, or named files
+                import torch.multiprocessing as tmp
+
+                ev["sharing_strategy"] = tmp.get_sharing_strategy()
+            except Exception:
+                pass
+        self.emit(json.dumps(ev))
+
+    def on_iter_error(self, loader: Any, exc: Exception) -> None:
+        """Starting the iterator failed (under spawn/forkserver: pickling the dataset or
+        functions for the workers): name the first attribute that cannot be pickled."""
+        self.emit(json.dumps({"e": "it_error", "l": getattr(loader, "_ld_site", None), "type": type(exc).__name__,
+                              "message": str(exc)[:500]}))
+        if loader.num_workers == 0:
+            return
+        from loaderdoctor.child.picklecheck import first_unpicklable
+
+        wif = loader.worker_init_fn
+        parts = {"dataset": loader.dataset, "collate_fn": loader.collate_fn,
+                 "worker_init_fn": wif.user_fn if isinstance(wif, ChainedWorkerInit) else wif}
+        try:
+            found = first_unpicklable(parts)
+        except Exception as err:  # never let the diagnosis replace the user's error
+            found = {"path": None, "error": f"{type(err).__name__}: {err}"}
+        self.emit(json.dumps({"e": "pickle", "l": getattr(loader, "_ld_site", None), "exc_type": type(exc).__name__,
+                              "exc": str(exc)[:500], **(found or {"path": None})}, default=str))
+
+    def before_next(self, it: Any, t0: float) -> _IterState | None:
+        if self.in_child:
+            return None
+        st = it.__dict__.get("_ld_state")
+        if st is None:
+            st = it._ld_state = _IterState(self.site_index("?"), None)
+        if self.stopping or self.measured.get(st.site, 0) >= self.steps:
+            self._stop(st, t0, "steps")
+        if self.max_seconds is not None and t0 - self.t0 >= self.max_seconds:
+            self._stop(st, t0, "time")
+        return st
+
+    def _stop(self, st: _IterState, t0: float, why: str) -> None:
+        if not self.stopping:
+            self.stopping = True
+            c = None if st.t_last is None else t0 - st.t_last
+            self.emit(f'{{"e":"end","l":{st.site},"c":{_num(c)},"why":"stop"}}')
+            self.emit(f'{{"e":"stop","why":"{why}"}}')
+        raise StopProbe(why)
+
+    def on_batch(self, st: _IterState | None, t0: float, t1: float, batch: Any) -> None:
+        if st is None:
+            return
+        prev_c = None if st.t_last is None else t0 - st.t_last
+        n = count_samples(batch)
+        site = st.site
+        seen = self.batches.get(site, 0)
+        self.batches[site] = seen + 1
+        if self.drain_from_first_batch:
+            self.drain_from_first_batch = False
+            self.max_seconds = (t1 - self.t0) + self.drain_seconds
+        if st.first:
+            s = None if st.t_start is None else t1 - st.t_start
+            nbytes, ntensors = batch_bytes(batch)
+            self.emit(f'{{"e":"b","l":{site},"i":{st.count},"w":{t1 - t0:.6f},"c":null,"n":{n},"s":{_num(s)},'
+                      f'"bytes":{nbytes},"tensors":{ntensors}}}')
+            st.first = False
+        else:
+            if seen > self.site_warmup.get(site, self.warmup):
+                self.measured[site] = self.measured.get(site, 0) + 1
+            self.emit_batch(f'{{"e":"b","l":{site},"i":{st.count},"w":{t1 - t0:.6f},"c":{_num(prev_c)},"n":{n}}}', t1)
+        st.count += 1
+        st.t_last = t1
+
+    # -- loaderdoctor driving the loader itself
+    def takes_over(self, loader: Any) -> bool:
+        if self.mode == "train" or self.busy or self.in_child:
+            return False
+        site = getattr(loader, "_ld_site_name", None)
+        return self.target_site is None or site == self.target_site
+
+    def drain(self, loader: Any) -> None:
+        """Loader-only: iterate the loader without the training step until enough steps
+        were measured (StopProbe from before_next) or the drain's time bound."""
+        self.busy = True
+        # the time bound counts from the first batch: starting workers (spawn re-imports,
+        # a large pickled dataset) is not what is measured, and the watchdog bounds it
+        self.drain_from_first_batch = self.drain_seconds is not None
+        for _ in range(100_000):  # epochs, if one epoch is shorter than the steps wanted
+            for _batch in loader:
+                pass
+        raise StopProbe("steps")
+
+    def on_error(self, it: Any) -> None:
+        """The iterator failed: record its workers' exit codes (negative = killed by that
+        signal), which torch's "exited unexpectedly" message leaves out."""
+        codes = {}
+        deadline = time.monotonic() + 1.0  # a worker killed a moment ago may not be reapable yet
+        for w in getattr(it, "_workers", None) or []:
+            try:
+                if w.exitcode is None:
+                    w.join(timeout=max(0.0, deadline - time.monotonic()))
+                codes[str(w.pid)] = w.exitcode
+            except Exception:
+                continue
+        if codes:
+            self.emit(json.dumps({"e": "wexit", "codes": codes}))
+
+    def estimate_batch(self, dataset: Any, batch_size: int | None, site: int, exc: BaseException) -> None:
+        """Shared memory ran out before any batch arrived: measure one sample here, in the
+        main process, so the report can show the arithmetic (bytes x batch size)."""
+        text = str(exc)
+        if not any(s in text for s in ("shared memory", "No space left on device", "Bus error", "shm")):
+            return
+        try:
+            nbytes, ntensors = batch_bytes(dataset[0])
+        except Exception:
+            return
+        bs = batch_size or 1
+        self.emit(json.dumps({"e": "batch_estimate", "l": site,
+                              "bytes": nbytes * bs, "tensors": ntensors, "from": "one sample x batch_size"}))
+
+    def on_exhausted(self, st: _IterState | None, t0: float) -> None:
+        if st is None or st.t_last is None:
+            return
+        self.emit(f'{{"e":"end","l":{st.site},"c":{t0 - st.t_last:.6f},"why":"epoch"}}')
+        st.t_last = None
+
+
+def _num(x: float | None) -> str:
+    return "null" if x is None else f"{x:.6f}"
+
+
+def hello(**extra) -> dict:
+    """The first event of a run: who measures, under which Python and torch."""
+    import multiprocessing
+    import platform
+
+    import torch
+
+    return {"e": "hello", "pid": os.getpid(), "python": platform.python_version(), "torch": torch.__version__,
+            "start_method_default": multiprocessing.get_start_method(allow_none=True)
+            or multiprocessing.get_context().get_start_method(),
+            "cuda_available": bool(torch.cuda.is_available()), **extra}
+
+
+def recorder_from_spec(spec: RunnerSpec, emit: Callable[[str], None], sync: Callable[[], None] | None) -> Recorder:
+    return Recorder(
+        emit, steps=int(spec.steps), warmup=int(spec.warmup), max_seconds=spec.max_seconds,
+        overrides=spec.overrides or {}, override_site=spec.override_site, stack_dir=spec.stack_dir, sync=sync,
+        mode=spec.mode, target_site=spec.target_site, drain_seconds=spec.drain_seconds, stage_dir=spec.stage_dir)

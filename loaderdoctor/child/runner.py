@@ -1,0 +1,96 @@
+"""The runner child: `python -m loaderdoctor.child.runner SPEC.json`.
+
+Runs the user's target exactly as `python train.py ARGS` would (__name__ == "__main__",
+__file__, sys.argv, sys.path[0]; spawn/forkserver workers re-import it as __mp_main__),
+with the hooks installed, and streams events to the parent on the fd named in
+LOADERDOCTOR_EVENT_FD. It never writes a report: only the parent does."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+
+from loaderdoctor.child.cuda import cuda_sync
+from loaderdoctor.child.emitter import Emitter
+from loaderdoctor.frames import exception_record
+from loaderdoctor.protocol import EVENT_FD_ENV, RunnerSpec
+
+
+def _quiet_sigchld() -> None:
+    """The script is over: stop torch's SIGCHLD handler from raising again (a second worker
+    ending) while the outcome is recorded. Nothing of the script runs after this."""
+    import signal
+
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    except (ValueError, OSError):
+        pass
+
+
+def run(spec: RunnerSpec, emit: Emitter) -> int:
+    if spec.kind == "notebook":
+        from loaderdoctor.child import kernel
+
+        how, code, exc_rec = kernel.run_notebook(spec, emit)
+        emit.json({"e": "exit", "how": how, "code": code, "exc": exc_rec})
+        return code
+    from loaderdoctor.child import patches, recorder, worker
+
+    stack_dir = spec.stack_dir
+    if stack_dir:
+        worker.enable_stack_file(stack_dir, "main")
+    t = time.perf_counter()
+    import torch  # noqa: F401  (timed: the import is part of every stage's start-up)
+
+    emit.json(recorder.hello(torch_import_s=round(time.perf_counter() - t, 3)))
+    rec = recorder.recorder_from_spec(spec, emit, cuda_sync())
+    patches.install(rec)
+
+    path = spec.target
+    sys.argv = [path, *spec.argv]
+    sys.path[0] = os.path.dirname(os.path.abspath(path))
+    import runpy
+
+    how, code, exc_rec = "finished", 0, None
+    try:
+        runpy.run_path(path, run_name="__main__")
+    except recorder.StopProbe:
+        how = "stopped"
+    except SystemExit as exc:
+        how = "sysexit"
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)
+    except BaseException as exc:  # the script's own failure: recorded, not ours to raise
+        _quiet_sigchld()
+        how, code = "exception", 1
+        try:
+            exc_rec = exception_record(exc)
+            traceback.print_exc()
+        except BaseException:  # a late signal while formatting: keep the essentials
+            exc_rec = {"type": type(exc).__name__, "module": type(exc).__module__, "message": str(exc),
+                       "traceback": "", "frames": []}
+    emit.json({"e": "exit", "how": how, "code": code, "exc": exc_rec})
+    return code
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    spec = RunnerSpec.load(argv[0])
+    fd = os.environ.get(EVENT_FD_ENV)
+    emit = Emitter(int(fd) if fd else None)
+    code = run(spec, emit)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    # Leave without interpreter teardown: joining the script's workers or threads could
+    # hang; the parent ends whatever of the run is left.
+    os._exit(code if 0 <= code < 256 else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""The processes of a run, and ending them all."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import psutil
+
+from loaderdoctor.protocol import RUN_ID_ENV
+
+
+def run_processes(root_pid: int, run_id: str | None) -> list[psutil.Process]:
+    """The root, its descendants, and any process carrying the run's id in its environment
+    (a process that left our session still belongs to the run)."""
+    procs: dict[int, psutil.Process] = {}
+    try:
+        root = psutil.Process(root_pid)
+        procs[root.pid] = root
+        for c in root.children(recursive=True):
+            procs[c.pid] = c
+    except psutil.Error:
+        pass
+    if run_id:
+        for p in psutil.process_iter(["pid"]):
+            if p.pid in procs or p.pid == os.getpid():
+                continue
+            try:
+                if p.environ().get(RUN_ID_ENV) == run_id:
+                    procs[p.pid] = p
+            except psutil.Error:
+                continue
+    return list(procs.values())
+
+
+def _is_resource_tracker(p: psutil.Process) -> bool:
+    try:
+        return any("resource_tracker" in part for part in p.cmdline())
+    except psutil.Error:
+        return False
+
+
+def end_run(root_pid: int, run_id: str | None, timeout: float = 5.0) -> list[int]:
+    """End every process of the run and reap it. Returns the pids that survived (should be
+    none). multiprocessing's resource tracker is left for last: once every other process is
+    gone it unlinks the semaphores and shared memory the run registered (spawn/forkserver),
+    which a SIGKILL of the whole group would leave behind in /dev/shm."""
+    trackers: list[psutil.Process] = []
+    for _ in range(2):  # a second pass catches a process born during the first
+        procs = run_processes(root_pid, run_id)
+        others = []
+        for p in procs:
+            (trackers if _is_resource_tracker(p) else others).append(p)
+        for p in others:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(others, timeout=timeout)
+    if trackers:
+        psutil.wait_procs(list({t.pid: t for t in trackers}.values()), timeout=timeout)
+    try:
+        os.killpg(root_pid, signal.SIGKILL)  # the runner led its own session/group: sweep it
+    except (ProcessLookupError, PermissionError):
+        pass
+    procs = run_processes(root_pid, run_id)
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    return [p.pid for p in alive]

@@ -1,0 +1,235 @@
+"""The staged probes after the baseline: each is one or more runner children, planned from
+what earlier stages measured. Orchestration only: numbers are read with metrics/tuning,
+interpreted later by diagnose."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from loaderdoctor.analysis import samples, stepstats, tuning
+from loaderdoctor.orchestrate.supervise import StageResult, StageSpec, run_stage
+from loaderdoctor.orchestrate.target import Target
+from loaderdoctor.session import Session
+
+DRAIN_SECONDS = 3.5  # time bound of one loader-only measurement, after its first batch
+RECHECK_BELOW = 1.5  # a beyond-cores choice winning by less than this is measured twice
+DRAIN_STEPS = 200  # batches a sweep measurement aims for (the time bound usually ends it first)
+
+
+class Interrupted(Exception):
+    pass
+
+
+@dataclass
+class Ctx:
+    target: Target
+    opts: object  # probe.ProbeOptions
+    session: Session
+    run_dir: str
+    t_start: float = field(default_factory=time.monotonic)
+    on_stage: Callable | None = None
+    on_event: Callable | None = None
+    gpus: object = None
+    train_site: str | None = None
+    train_loader: dict = field(default_factory=dict)
+
+    def left(self) -> float:
+        return self.opts.budget - (time.monotonic() - self.t_start)
+
+    def run(self, name: str, **kw) -> StageResult | None:
+        left = self.left()
+        if left <= 5:
+            self.skip(name, f"the --budget of {self.opts.budget:g} s was used up")
+            return None
+        if self.on_stage:
+            self.on_stage(name, None)
+        kw.setdefault("steps", self.opts.steps)
+        kw.setdefault("warmup", self.opts.warmup)
+        kw.setdefault("max_seconds", left)
+        kw.setdefault("kind", "notebook" if self.target.kind == "notebook" else "script")
+        kw.setdefault("target", self.target.path)
+        kw.setdefault("first_batch_timeout", self.opts.first_batch_timeout)
+        spec = StageSpec(name=name, argv=self.target.argv, timeout=self.opts.timeout,
+                         stack_method=self.opts.stack_method, **kw)
+        res = run_stage(spec, self.run_dir, on_event=self.on_event, gpus=self.gpus)
+        self.session.stages.append(res.to_dict())
+        if self.on_stage:
+            self.on_stage(name, res)
+        if res.status == "interrupted":
+            raise Interrupted(name)
+        return res
+
+    def skip(self, name: str, reason: str) -> None:
+        self.session.skipped.append({"name": name, "reason": reason})
+
+
+def loader_only(ctx: Ctx) -> StageResult | None:
+    return ctx.run("loader-only", mode="drain", target_site=ctx.train_site, drain_seconds=DRAIN_SECONDS,
+                   steps=max(ctx.opts.steps, DRAIN_STEPS))
+
+
+def drain_workers(ctx: Ctx, name: str, n: int) -> float | None:
+    res = ctx.run(name, mode="drain", target_site=ctx.train_site, drain_seconds=DRAIN_SECONDS,
+                  steps=max(ctx.opts.steps, DRAIN_STEPS), overrides={"num_workers": n}, override_site=ctx.train_site)
+    return None if res is None else stepstats.drain_rate(ctx.session.stages[-1])
+
+
+def stage_load(ctx: Ctx, name: str) -> dict | None:
+    """The CPUs' load while the named stage's batches flowed (see samples.window_load)."""
+    st = ctx.session.stage(name)
+    if not st:
+        return None
+    eff = int(ctx.session.environment.get("cpu_count_effective") or 1)
+    return samples.window_load(st.get("samples"), st.get("window"), eff)
+
+
+def workers_sweep(ctx: Ctx, loader_only_res: StageResult | None) -> int | None:
+    """Adaptive sweep over num_workers; returns the chosen count (None if nothing measured)."""
+    eff = int(ctx.session.environment.get("cpu_count_effective") or 1)
+    cap = tuning.sweep_cap(eff, ctx.opts.max_workers)
+    current = ctx.train_loader.get("num_workers")
+    rates: list[tuple[int, float | None]] = []
+    tried: list[int] = []
+    loads: dict[int, dict] = {}
+    why = "reached the cap"
+    steps = tuning.ladder(cap)
+    for i, n in enumerate(steps):
+        if n == current and loader_only_res is not None:
+            rates.append((n, stepstats.drain_rate(ctx.session.stage("loader-only"))))  # measured as loader-only
+            load = stage_load(ctx, "loader-only")
+        else:
+            if ctx.left() <= 5:
+                ctx.skip(f"workers-{n}", f"the --budget of {ctx.opts.budget:g} s was used up")
+                why = "the budget ran out"
+                break
+            rates.append((n, drain_workers(ctx, f"workers-{n}", n)))
+            load = stage_load(ctx, f"workers-{n}")
+        tried.append(n)
+        if load:
+            loads[n] = load
+        if tuning.should_stop(rates):
+            why = "two steps in a row gained under 5%"
+            break
+        at = tuning.best_within(rates, eff)
+        limited = tuning.cpu_limited(loads.get(at)) if at is not None else None
+        if limited and i + 1 < len(steps) and steps[i + 1] > eff:
+            why = (f"at {at} workers {limited}: more workers than CPUs would only take CPU time "
+                   f"from the training step")
+            break
+    ctx.session.notes["workers_sweep"] = {
+        "cap": cap, "effective_cpus": eff, "tried": tried, "rates": rates, "current": current,
+        "not_tried": [n for n in steps if n not in tried], "why_stopped": why,
+        "load": {str(n): load for n, load in loads.items()},
+    }
+    limited = {n for n, load in loads.items() if tuning.cpu_limited(load)}
+    choice = tuning.choose(rates, eff, limited)
+    within = tuning.choose([(n, r) for n, r in rates if n <= eff], eff)
+    r = dict(rates)
+    if choice is not None and within is not None and choice > eff and r[choice] < RECHECK_BELOW * r[within]:
+        # More workers than CPUs wins: measure both contenders once more before believing it
+        # (one short measurement on a busy machine can be off by 20%).
+        again = {n: drain_workers(ctx, f"workers-{n}-again", n) for n in (within, choice)}
+        first = dict(rates)
+        averaged = [(n, (r + again[n]) / 2 if again.get(n) and r else r) for n, r in rates]
+        choice = tuning.choose(averaged, eff, limited)
+        ctx.session.notes["workers_sweep"]["recheck"] = {
+            str(n): {"first": first[n], "again": again[n]} for n in again}
+        ctx.session.notes["workers_sweep"]["rates"] = averaged
+    ctx.session.notes["workers_sweep"]["choice"] = choice
+    return choice
+
+
+def try_prefetch(ctx: Ctx, n: int | None, value: int = 4) -> None:
+    """At the chosen worker count, one measurement with a deeper prefetch queue; kept only
+    when it gains at least tuning.GAIN over the default."""
+    rate = dict((ctx.session.notes.get("workers_sweep") or {}).get("rates") or []).get(n)
+    current = ctx.train_loader.get("prefetch_factor") or 2
+    if not n or not rate or current >= value or ctx.left() <= 5:
+        return
+    res = ctx.run(f"prefetch-{value}", mode="drain", target_site=ctx.train_site, drain_seconds=DRAIN_SECONDS,
+                  steps=max(ctx.opts.steps, DRAIN_STEPS), overrides={"num_workers": n, "prefetch_factor": value},
+                  override_site=ctx.train_site)
+    deeper = stepstats.drain_rate(ctx.session.stages[-1]) if res is not None else None
+    ctx.session.notes["prefetch"] = {"num_workers": n, "value": value, "rate": deeper, "default_rate": rate,
+                                     "keep": bool(deeper and deeper >= rate * (1 + tuning.GAIN))}
+
+
+def transforms(ctx: Ctx) -> StageResult | None:
+    overrides = {"persistent_workers": False} if ctx.train_loader.get("persistent_workers") else {}
+    res = ctx.run("transforms", mode="transforms", target_site=ctx.train_site, drain_seconds=DRAIN_SECONDS,
+                  overrides=overrides, override_site=ctx.train_site if overrides else None)
+    if res is not None:
+        ctx.session.stages[-1]["tstats"] = read_tstats(os.path.join(ctx.run_dir, "stages", "transforms"))
+    return res
+
+
+def read_tstats(stage_dir: str) -> dict | None:
+    """Sum the per-process transform timings the workers (or main) wrote."""
+    agg = None
+    for path in glob.glob(os.path.join(stage_dir, "tstats-*.json")):
+        try:
+            with open(path) as f:
+                d = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if agg is None:
+            agg = {"total": [0.0] * len(d["total"]), "calls": [0] * len(d["calls"]), "fetch_s": 0.0,
+                   "collate_s": 0.0, "samples": 0, "batches": 0, "processes": 0}
+        for k in range(min(len(agg["total"]), len(d["total"]))):
+            agg["total"][k] += d["total"][k]
+            agg["calls"][k] += d["calls"][k]
+        for key in ("fetch_s", "collate_s", "samples", "batches"):
+            agg[key] += d[key]
+        agg["processes"] += 1
+    return agg
+
+
+def confirm(ctx: Ctx, settings: dict) -> StageResult | None:
+    """Re-run the real training script with the recommended loader settings."""
+    return ctx.run("confirm", overrides=settings, override_site=ctx.train_site)
+
+
+START_METHODS = ("fork", "spawn", "forkserver")
+UNGUARDED_FIRST_BATCH = 20.0  # s: spawn start-up here is 3-6 s (re-importing torch)
+
+
+def start_methods(ctx: Ctx, baseline: StageResult) -> None:
+    """Drain the training loader under each start method (with at least 2 workers), the
+    user's own included: the baseline cannot stand for it, since it may fail in the step."""
+    nw = ctx.train_loader.get("num_workers") or 0
+    default = ctx.session.environment.get("start_method_default") or "fork"
+    current = (ctx.train_loader.get("start_method") or default) if nw > 0 else None
+    runs = {}
+    st = ctx.session.notes.get("static") or {}
+    unguarded = st.get("has_guard") is False and bool(st.get("toplevel_calls"))
+    for method in START_METHODS:
+        kw = {}
+        if unguarded and method != "fork":
+            # Its workers re-run the script's top level (static analysis): the outcome is decided
+            # in their first seconds, so a first batch gets UNGUARDED_FIRST_BATCH, not the default.
+            allowance = ctx.opts.first_batch_timeout or 2 * ctx.opts.timeout
+            kw["first_batch_timeout"] = min(allowance, UNGUARDED_FIRST_BATCH)
+        res = ctx.run(f"context-{method}", mode="drain", target_site=ctx.train_site, drain_seconds=3.0, steps=5,
+                      overrides={"multiprocessing_context": method, "num_workers": max(nw, 2)},
+                      override_site=ctx.train_site, **kw)
+        if res is None:
+            break
+        runs[method] = f"context-{method}"
+    ctx.session.notes["start_methods"] = {"runs": runs, "num_workers": max(nw, 2), "current": current}
+
+
+def script_form(ctx: Ctx) -> StageResult | None:
+    """A notebook's code cells as a plain script (definitions at module level, the rest
+    under a main guard), run like the baseline: the side-by-side run."""
+    from loaderdoctor.orchestrate import notebook
+
+    path = os.path.join(ctx.run_dir, "notebook_as_script.py")
+    with open(path, "w") as f:
+        f.write(notebook.to_script(ctx.target.path))
+    ctx.session.notes["script_form"] = {"path": path}
+    return ctx.run("script-form", target=path, kind="script")

@@ -1,0 +1,84 @@
+"""Writing a run's outputs: session.json (raw), report.json/.md/.html, plots, pandas frames."""
+
+from __future__ import annotations
+
+import os
+
+from loaderdoctor.analysis import stepstats
+from loaderdoctor.analysis.report import build_report
+from loaderdoctor.render import get as get_renderer
+from loaderdoctor.session import Session
+
+
+def _source(file: str | None, line: int | None, context: int = 3) -> list[dict] | None:
+    if not file or not line:
+        return None
+    try:
+        with open(file, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    lo, hi = max(1, line - context), min(len(lines), line + context)
+    return [{"line": n, "text": lines[n - 1], "hit": n == line} for n in range(lo, hi + 1)]
+
+
+def attach_sources(report: dict) -> None:
+    """The culprits' source lines, read once when the report is written (re-rendering a
+    saved report.json uses these, not the files)."""
+    for item in (report.get("hangs") or []) + (report.get("crashes") or []):
+        c = item.get("culprit")
+        if c and "source" not in c:
+            c["source"] = _source(c.get("file"), c.get("line"))
+
+
+def write_plots(report: dict, out_dir: str) -> list[str]:
+    from loaderdoctor.render import plots
+
+    os.makedirs(os.path.join(out_dir, "plots"), exist_ok=True)
+    names = []
+    for name, png in plots.render_all(report).items():
+        with open(os.path.join(out_dir, "plots", f"{name}.png"), "wb") as f:
+            f.write(png)
+        names.append(name)
+    return names
+
+
+def write_frames(session: Session, out_dir: str) -> list[str]:
+    """Tidy pandas frames of what was sampled and timed, one row per observation, with the
+    stage as a column: samples.csv (per process, per sample), system.csv, steps.csv."""
+    import pandas as pd
+
+    samples, system, steps = [], [], []
+    for st in session.stages:
+        sm = st.get("samples") or {}
+        samples.extend(sm.get("rows") or [])
+        system.extend(sm.get("system") or [])
+        for loader, ls in stepstats.steps_by_loader(st.get("events") or []).items():
+            for k, x in enumerate(ls.steps):
+                steps.append({"stage": st["name"], "loader": loader, "iterator": x.iterator, "batch": x.index,
+                              "step": k, "wait_s": x.wait, "compute_s": x.compute, "samples": x.samples,
+                              "first_of_iterator": x.first, "startup_s": x.startup})
+    written = []
+    for name, rows in (("samples.csv", samples), ("system.csv", system), ("steps.csv", steps)):
+        if rows:
+            pd.DataFrame(rows).to_csv(os.path.join(out_dir, name), index=False)
+            written.append(name)
+    return written
+
+
+def write_outputs(session: Session, out_dir: str, formats: tuple[str, ...] = ("json", "md", "html")) -> dict:
+    """session.json (raw), report.json, report.md (+ plots/), report.html. Returns the
+    report and {format: path}."""
+    os.makedirs(out_dir, exist_ok=True)
+    session.save(os.path.join(out_dir, "session.json"))
+    report = build_report(session)
+    attach_sources(report)
+    report["plots"] = write_plots(report, out_dir) if "md" in formats else []
+    report["frames"] = write_frames(session, out_dir)
+    paths = {}
+    for fmt in formats:
+        path = os.path.join(out_dir, f"report.{fmt}")
+        with open(path, "w", encoding="utf-8") as f:
+            get_renderer(fmt)(report, f)
+        paths[fmt] = path
+    return {"report": report, "paths": paths}

@@ -1,0 +1,155 @@
+"""The probe: plan the stages, run each in its own runner child, record, diagnose, render.
+
+    plan -> run stages (each: runner child + watchdog) -> Session -> build_report -> render
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from loaderdoctor.analysis import static, stepstats, tuning
+from loaderdoctor.errors import EXIT_INTERRUPTED, EXIT_USAGE, LoaderDoctorError
+from loaderdoctor.observe import envinfo
+from loaderdoctor.observe.gpu import Gpus
+from loaderdoctor.orchestrate import experiments as stages
+from loaderdoctor.orchestrate.outputs import write_outputs
+from loaderdoctor.orchestrate.supervise import StageResult
+from loaderdoctor.orchestrate.target import Target
+from loaderdoctor.protocol import DEFAULT_STEPS, DEFAULT_WARMUP
+from loaderdoctor.session import Session
+
+ALL_STAGES = ["baseline", "script-form", "loader-only", "workers", "transforms", "context", "confirm"]
+
+
+@dataclass
+class ProbeOptions:
+    out: str = "loaderdoctor-report"
+    timeout: float = 60.0
+    first_batch_timeout: float | None = None
+    budget: float = 600.0
+    steps: int = DEFAULT_STEPS
+    warmup: int = DEFAULT_WARMUP
+    stages: list[str] = field(default_factory=lambda: list(ALL_STAGES))
+    max_workers: int | None = None
+    stack_method: str = "auto"
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def plan(opts: ProbeOptions) -> list[str]:
+    unknown = [s for s in opts.stages if s not in ALL_STAGES]
+    if unknown:
+        raise LoaderDoctorError(
+            f"Unknown stage(s): {', '.join(unknown)}. Stages: {', '.join(ALL_STAGES)}.", EXIT_USAGE)
+    if "baseline" not in opts.stages:
+        raise LoaderDoctorError("The baseline stage is needed: every other stage is measured against it.", EXIT_USAGE)
+    return [s for s in ALL_STAGES if s in opts.stages]
+
+
+def _never_iterated(res: StageResult) -> str | None:
+    """Why the target is not probe-able, when it never started iterating a DataLoader."""
+    if any(e.get("e") in ("it", "b", "it_error") for e in res.events) or res.status == "hang":
+        return None
+    ex = res.exit or {}
+    if ex.get("how") == "exception":
+        exc = ex.get("exc") or {}
+        where = next((f for f in exc.get("frames") or []), None)
+        at = f" at {where['file']}:{where['line']}" if where else ""
+        return (f"The script raised {exc.get('type')}: {(exc.get('message') or '').strip().splitlines()[0] if exc.get('message') else ''}"
+                f"{at} before iterating any DataLoader, so there was nothing to measure. Fix that error (its "
+                f"traceback is in {res.stderr_path}) and probe again.")
+    if ex.get("how") == "sysexit":
+        return (f"The script called sys.exit({ex.get('code')}) before iterating any DataLoader, so there was "
+                "nothing to measure. Check the arguments it needs (pass them after `--`).")
+    if ex.get("how") == "finished":
+        return ("The script finished without iterating a torch DataLoader: there is no data pipeline to diagnose "
+                "(full-batch training on in-memory tensors, for example, has no loader to wait on).")
+    return f"The script ended before iterating any DataLoader ({res.detail})."
+
+
+def _train_loader(res: StageResult) -> dict:
+    by = stepstats.steps_by_loader(res.events)
+    idx = stepstats.train_loader(by)
+    loaders = {l["index"]: l for l in stepstats.loaders_from_events(res.events)}
+    out = dict(loaders.get(idx, {}))
+    out["iterators"] = by[idx].iterators if idx is not None else 0
+    return out
+
+
+def target_static(target: Target) -> dict:
+    if target.kind == "notebook":
+        return {}
+    try:
+        with open(target.path, encoding="utf-8", errors="replace") as f:
+            return static.main_guard(f.read())
+    except OSError:
+        return {}
+
+
+def probe(target: Target, opts: ProbeOptions, *, on_stage: Callable[[str, StageResult | None], None] | None = None,
+          on_event: Callable[[dict], None] | None = None) -> dict:
+    wanted = plan(opts)
+    gpus = Gpus()
+    session = Session(target=target.to_dict(), options=opts.to_dict(), environment=envinfo.collect(gpus))
+    out_dir = opts.out
+    os.makedirs(out_dir, exist_ok=True)
+    ctx = stages.Ctx(target, opts, session, out_dir, on_stage=on_stage, on_event=on_event, gpus=gpus)
+    session.notes["static"] = target_static(target)
+    try:
+        base = ctx.run("baseline")
+        if base is None:
+            raise LoaderDoctorError("The --budget is too small to run even the baseline.", EXIT_USAGE)
+        why = _never_iterated(base)
+        if why:
+            session.ended = time.time()
+            written = write_outputs(session, out_dir)
+            raise LoaderDoctorError(why, EXIT_USAGE, report_path=written["paths"].get("md"))
+        if target.kind == "notebook" and "script-form" in wanted:
+            stages.script_form(ctx)
+        ctx.train_loader = _train_loader(base)
+        ctx.train_site = ctx.train_loader.get("site")
+        base_ok = base.status == "ok"
+        lo = None
+        if "loader-only" in wanted or "workers" in wanted:
+            if base_ok:
+                lo = stages.loader_only(ctx) if "loader-only" in wanted else None
+            else:
+                ctx.skip("loader-only", f"the baseline ended in '{base.status}': a throughput measurement would too")
+        choice = None
+        if "workers" in wanted:
+            if base_ok:
+                choice = stages.workers_sweep(ctx, lo)
+                stages.try_prefetch(ctx, choice)
+            else:
+                ctx.skip("workers", f"the baseline ended in '{base.status}'")
+        if "transforms" in wanted:
+            stages.transforms(ctx)
+        if "context" in wanted:
+            stages.start_methods(ctx, base)
+        if "confirm" in wanted:
+            settings = tuning.recommended_settings(ctx.train_loader, choice, ctx.train_loader.get("iterators", 0),
+                                                   session.notes.get("prefetch"))
+            session.notes["confirm_settings"] = settings
+            if not base_ok:
+                ctx.skip("confirm", f"the baseline ended in '{base.status}'")
+            elif not settings:
+                ctx.skip("confirm", "the current loader settings are already the best measured: nothing to confirm")
+            else:
+                stages.confirm(ctx, settings)
+    except stages.Interrupted:
+        session.interrupted = True
+        session.ended = time.time()
+        written = write_outputs(session, out_dir)
+        raise LoaderDoctorError(
+            "Interrupted: loaderdoctor ended the script and its workers. A partial report of what was measured "
+            f"is in {written['paths'].get('md')}.", EXIT_INTERRUPTED, report_path=written["paths"].get("md"))
+    for name in wanted:
+        if not session.stage(name) and not any(s["name"] == name for s in session.skipped) \
+                and name not in ("workers", "context", "script-form"):
+            ctx.skip(name, "not run")
+    session.ended = time.time()
+    return write_outputs(session, out_dir)

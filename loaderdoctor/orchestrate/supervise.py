@@ -1,0 +1,341 @@
+"""One stage = one runner child, observed by the parent until it ends.
+
+The parent reads the runner's events on a pipe (a reader thread), applies the watchdog
+(no event for `timeout` seconds, or `first_batch_timeout` while an iterator waits for its
+first batch, is a hang), captures stacks on a hang, and always ends the whole process
+tree. What happened is returned raw as a StageResult; nothing here interprets numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+from loaderdoctor.analysis import crash
+from loaderdoctor.analysis.culprits import find_culprit, main_thread
+from loaderdoctor.frames import ProcessStack, parse_faulthandler
+from loaderdoctor.observe import envinfo, procs
+from loaderdoctor.observe import stacks as stackcap
+from loaderdoctor.observe.sampling import TreeSampler
+from loaderdoctor.protocol import (
+    DEFAULT_STEPS,
+    DEFAULT_WARMUP,
+    EVENT_FD_ENV,
+    RUN_ID_ENV,
+    RunnerSpec,
+    decode,
+)
+
+
+@dataclass
+class StageSpec:
+    name: str
+    target: str
+    argv: list[str] = field(default_factory=list)
+    steps: int = DEFAULT_STEPS
+    warmup: int = DEFAULT_WARMUP
+    timeout: float = 60.0
+    first_batch_timeout: float | None = None  # default: 2 x timeout
+    max_seconds: float | None = None  # the runner stops the script after this long
+    overrides: dict = field(default_factory=dict)
+    override_site: str | None = None
+    stack_method: str = "auto"  # auto | py-spy | faulthandler
+    cwd: str | None = None
+    env: dict = field(default_factory=dict)
+    kind: str = "script"  # script | notebook (run in a Jupyter kernel)
+    sample_interval: float | None = 0.2  # psutil/NVML sampling of the run's processes; None: off
+    mode: str = "train"  # train | drain | transforms (see hooks.Recorder)
+    target_site: str | None = None  # the loader a drain/transforms stage drives
+    drain_seconds: float | None = None
+
+
+@dataclass
+class StageResult:
+    name: str
+    status: str  # ok | hang | crash | failed | skipped | interrupted
+    seconds: float
+    detail: str = ""
+    events: list[dict] = field(default_factory=list)
+    exit: dict | None = None  # the runner's exit event
+    returncode: int | None = None
+    hang: dict | None = None
+    stderr_tail: str = ""
+    stdout_path: str | None = None
+    stderr_path: str | None = None
+    stack_dir: str | None = None
+    survivors: list[int] = field(default_factory=list)
+    fatal_dumps: list[dict] = field(default_factory=list)  # [{pid, role, error, frames}]
+    samples: dict | None = None  # TreeSampler.summary()
+    window: list[float] | None = None  # first and last batch, on the sampler's clock
+    oom_kills: dict = field(default_factory=dict)  # kernel OOM-kill counters that rose: {source: increase}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def batches(self) -> int:
+        return sum(1 for e in self.events if e.get("e") == "b")
+
+
+class _Reader(threading.Thread):
+    def __init__(self, fd: int, on_event: Callable[[dict], None]):
+        super().__init__(name="loaderdoctor-events", daemon=True)
+        self.fd = fd
+        self.on_event = on_event
+
+    def run(self) -> None:
+        with os.fdopen(self.fd, "rb") as f:
+            for line in f:
+                ev = decode(line)
+                if ev is not None:
+                    self.on_event(ev)
+
+
+def _tail(path: str, limit: int = 8000) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - limit))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def run_stage(spec: StageSpec, run_dir: str, *, on_event: Callable[[dict], None] | None = None,
+              clock: Callable[[], float] = time.monotonic, poll: float = 0.05, gpus=None) -> StageResult:
+    """Run one stage to its end. On Ctrl-C the tree is ended and the result comes back
+    with status "interrupted" and whatever was recorded until then."""
+    stage_dir = os.path.join(run_dir, "stages", spec.name)
+    stack_dir = os.path.join(stage_dir, "stacks")
+    os.makedirs(stack_dir, exist_ok=True)
+    spec_path = os.path.join(stage_dir, "spec.json")
+    RunnerSpec(
+        target=os.path.abspath(spec.target), stage_dir=os.path.abspath(stage_dir), stack_dir=os.path.abspath(stack_dir),
+        argv=list(spec.argv), kind=spec.kind, steps=spec.steps, warmup=spec.warmup, max_seconds=spec.max_seconds,
+        overrides=spec.overrides, override_site=spec.override_site, mode=spec.mode, target_site=spec.target_site,
+        drain_seconds=spec.drain_seconds,
+    ).save(spec_path)
+
+    run_id = uuid.uuid4().hex
+    r, w = os.pipe()
+    env = dict(os.environ)
+    env.update(spec.env)
+    env[EVENT_FD_ENV] = str(w)
+    env[RUN_ID_ENV] = run_id
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    stdout_path = os.path.join(stage_dir, "stdout.log")
+    stderr_path = os.path.join(stage_dir, "stderr.log")
+
+    events: list[dict] = []
+    lock = threading.Lock()
+    state = {"last": clock(), "waiting_first": True, "stop_at": None, "exit": None, "workers": set(),
+             "main_pid": None}
+
+    def handle(ev: dict) -> None:
+        now = clock()
+        kind = ev.get("e")
+        with lock:
+            events.append(ev)
+            state["last"] = now
+            if kind == "hello":
+                state["main_pid"] = ev.get("pid")
+            elif kind == "it":
+                state["waiting_first"] = True
+                state["workers"].update(p for p in ev.get("workers") or [] if p)
+            elif kind == "b":
+                state["waiting_first"] = False
+                state["b_first"] = state.get("b_first") or now
+                state["b_last"] = now
+            elif kind == "stop":
+                state["stop_at"] = now
+            elif kind == "exit":
+                state["exit"] = ev
+        if on_event is not None:
+            on_event(ev)
+
+    oom_before = envinfo.oom_kill_counters()
+    t_start = clock()
+    with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "loaderdoctor.child.runner", spec_path],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
+            cwd=spec.cwd or os.getcwd(), pass_fds=(w,), start_new_session=True,
+        )
+    os.close(w)
+    reader = _Reader(r, handle)
+    reader.start()
+    sampler = None
+    if spec.sample_interval:
+        def roles() -> dict[int, str]:
+            with lock:
+                out = {pid: "worker" for pid in state["workers"]}
+                if state["main_pid"] and state["main_pid"] != proc.pid:  # a notebook's kernel
+                    out[state["main_pid"]] = "main"
+                    out[proc.pid] = "runner"
+                return out
+
+        sampler = TreeSampler(proc.pid, roles, stage=spec.name, interval=spec.sample_interval, gpus=gpus)
+        sampler.start()
+
+    timeout = spec.timeout
+    first_timeout = spec.first_batch_timeout or 2 * timeout
+    hard_limit = (spec.max_seconds or 0) + first_timeout + timeout + 30 if spec.max_seconds else None
+    status, detail, hang = None, "", None
+    try:
+        while True:
+            if proc.poll() is not None:
+                break
+            now = clock()
+            with lock:
+                idle = now - state["last"]
+                allowance = first_timeout if state["waiting_first"] else timeout
+                stop_at = state["stop_at"]
+                exited = state["exit"] is not None
+            if exited or (stop_at is not None and now - stop_at > 10.0):
+                break  # the script is over or was told to stop: what is left gets ended
+            if idle > allowance:
+                with lock:
+                    workers = set(state["workers"])
+                    waiting_first = state["waiting_first"]
+                    main_pid = state["main_pid"] or proc.pid
+                hang = _on_hang(proc.pid, run_id, workers, stack_dir, spec, idle, waiting_first, main_pid)
+                status = "hang"
+                detail = (f"no progress for {idle:.1f} s (allowance {allowance:g} s"
+                          f"{', waiting for a first batch' if waiting_first else ''})")
+                break
+            if hard_limit is not None and now - t_start > hard_limit:
+                status, detail = "failed", f"stage exceeded its time limit of {hard_limit:.0f} s"
+                break
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        status, detail = "interrupted", "interrupted by the user (Ctrl-C); the run was ended"
+    finally:
+        if sampler is not None:
+            sampler.stop()
+        # Give a runner that reported its exit a moment to leave on its own, then end all.
+        if status is None and state["exit"] is not None:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        survivors = procs.end_run(proc.pid, run_id)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        reader.join(timeout=5)
+
+    result = StageResult(
+        name=spec.name, status=status or "ok", seconds=round(clock() - t_start, 3), detail=detail,
+        events=events, exit=state["exit"], returncode=proc.returncode, hang=hang,
+        stderr_tail=_tail(stderr_path), stdout_path=stdout_path, stderr_path=stderr_path,
+        stack_dir=stack_dir, survivors=survivors, fatal_dumps=_fatal_dumps(stack_dir),
+        oom_kills=_oom_rise(oom_before, envinfo.oom_kill_counters()),
+        samples=sampler.summary() if sampler is not None else None,
+        window=([round(state["b_first"] - sampler.t0, 3), round(state["b_last"] - sampler.t0, 3)]
+                if sampler is not None and state.get("b_first") else None),
+    )
+    if status is None:
+        _classify_end(result)
+    return result
+
+
+def _on_hang(root_pid: int, run_id: str, workers: set[int], stack_dir: str, spec: StageSpec,
+             idle: float, waiting_first: bool, main_pid: int) -> dict:
+    roles: dict[int, str] = {}
+    for p in procs.run_processes(root_pid, run_id):
+        roles[p.pid] = "main" if p.pid == main_pid else ("worker" if p.pid in workers else "other")
+    t0 = time.monotonic()
+    method, stacks, why_not_pyspy = stackcap.capture_stacks(roles, stack_dir, spec.stack_method)
+    capture_s = time.monotonic() - t0
+    processes = []
+    for ps in stacks:
+        if ps.role == "main":
+            pin = [t for t in ps.threads if any("_pin_memory_loop" in (f.get("function") or "") for f in t.frames)]
+            rest = [t for t in ps.threads if t not in pin]
+            for t in pin:
+                processes.append({"pid": ps.pid, "role": "pin_memory", "thread": t.name, "frames": t.frames})
+            ps = ProcessStack(ps.pid, ps.role, rest)
+        main_t = main_thread(ps)
+        processes.append({
+            "pid": ps.pid, "role": ps.role, "thread": main_t.name if main_t else None,
+            "frames": main_t.frames if main_t else [],
+            "threads": [{"name": t.name, "frames": t.frames} for t in ps.threads],
+        })
+    with open(os.path.join(stack_dir, "hang.json"), "w") as f:
+        json.dump(processes, f, indent=1)
+    culprit = find_culprit(stacks)
+    return {
+        "stage": spec.name, "method": method if stacks else "none", "processes": processes,
+        "py_spy_not_used": why_not_pyspy,
+        "culprit": culprit, "idle_s": round(idle, 3), "capture_s": round(capture_s, 3),
+        "waiting_first_batch": waiting_first,
+    }
+
+
+def _fatal_dumps(stack_dir: str) -> list[dict]:
+    """Fatal-signal dumps faulthandler left in the stack files (stacks/<role>-<pid>.txt)."""
+    out = []
+    for name in sorted(os.listdir(stack_dir)):
+        role, _, rest = name.partition("-")
+        if not name.endswith(".txt") or not rest[:-4].isdigit():
+            continue
+        try:
+            with open(os.path.join(stack_dir, name), errors="replace") as f:
+                dumps = parse_faulthandler(f.read())
+        except OSError:
+            continue
+        for error, threads in dumps:
+            if error:
+                cur = next((t for t in threads if t.name == "current"), threads[0] if threads else None)
+                out.append({"pid": int(rest[:-4]), "role": role, "error": error,
+                            "frames": cur.frames if cur else []})
+    return out
+
+
+def _oom_rise(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """The OOM-kill counters that rose during the stage, and by how much."""
+    return {k: after[k] - before[k] for k in after if k in before and after[k] > before[k]}
+
+
+def _classify_end(res: StageResult) -> None:
+    """Status of a stage that ended by itself (no watchdog action)."""
+    ex = res.exit
+    if ex is None:
+        rc = res.returncode
+        if rc is not None and rc < 0:
+            name = crash.signal_name(rc)
+            res.status, res.detail = "crash", f"the script's process was killed by {name}"
+        else:
+            res.status, res.detail = "crash", f"the runner ended without reporting (exit code {rc})"
+        return
+    how = ex.get("how")
+    if how == "exception":
+        exc = ex.get("exc") or {}
+        res.status = "crash"
+        res.detail = f"{exc.get('type')}: {_first_line(exc.get('message'))}"
+    elif how == "sysexit" and ex.get("code"):
+        res.status, res.detail = "failed", f"the script called sys.exit({ex.get('code')})"
+    elif res.batches == 0:
+        res.status, res.detail = "failed", "the script never iterated a DataLoader"
+    else:
+        res.status = "ok"
+        res.detail = {"stopped": "stopped after the measured steps", "finished": "the script finished",
+                      "sysexit": "the script exited"}.get(how, how or "")
+        if how == "stopped":
+            stop = next((e for e in res.events if e.get("e") == "stop"), None)
+            if stop and stop.get("why") == "time":
+                res.detail = "stopped at the time bound"
+
+
+def _first_line(s: str | None) -> str:
+    s = (s or "").strip()
+    return s.splitlines()[0] if s else ""
