@@ -4,10 +4,15 @@ Events are JSON objects, one per line, written with a single os.write (atomic be
 PIPE_BUF) on an inherited pipe. Kinds (key "e"):
 
   hello   runner started: pid, python, torch, start_method_default, torch_import_s
-  loader  a DataLoader was constructed: l (site index), site, config{...}
+  loader  a DataLoader was constructed: l (loader index), site (its identity across stages: where
+          it was built, through which library functions, and the ordinal of its dataset there),
+          built_at (the user's frames), via (the library functions), config{...}
   it      an iterator started: l, workers[pids], start_method, threads[names], cuda_init
   b       a batch arrived: l, i (batch index in this iterator), w (wait s),
-          c (compute s of the previous batch, or null), n (samples), s (start-up s, first only)
+          c (compute s of the previous batch, or null), n (samples), s (start-up s, first only),
+          t (arrival, s since the recorder started), g: 0 when drawn with gradients disabled
+  o       an optimizer step ended: l (loader of the last batch drawn before it), t (s since the
+          recorder started), f (from the previous step's end to the model's first forward, or null)
   end     an iterator stopped: l, c (compute of its last batch), why: epoch|stop
   stop    the runner is stopping the script: why: steps|time
   exit    the script is over: how: finished|stopped|sysexit|exception, code, exc{...}
@@ -23,6 +28,7 @@ DEFAULT_WARMUP = 3  # batches left out after an iterator's first
 
 EVENT_FD_ENV = "LOADERDOCTOR_EVENT_FD"
 RUN_ID_ENV = "LOADERDOCTOR_RUN"
+PARENT_PID_ENV = "LOADERDOCTOR_PARENT"  # the runner dies with this process
 
 
 def decode(line: bytes | str) -> dict | None:

@@ -19,10 +19,18 @@ def _hello(stage: dict | None) -> dict:
     return next((e for e in stage.get("events", []) if e.get("e") == "hello"), {})
 
 
-def _loaders(stage: dict, train_idx: int | None) -> list[dict]:
+def _loaders(stage: dict, train_idx: int | None, by_loader: dict) -> list[dict]:
+    """The loaders of a stage with their role (train, eval, other), the evidence for it, and
+    each one's cost: the share of the time its batches took (wait and the compute after)."""
+    events = stage.get("events", [])
+    roles = stepstats.loader_roles(events)
+    spent = {i: sum(s.wait + (s.compute or 0.0) for s in ls.steps) for i, ls in by_loader.items()}
+    total = sum(spent.values())
     out = []
-    for l in stepstats.loaders_from_events(stage.get("events", [])):
-        l["role"] = "train" if l["index"] == train_idx else "other"
+    for l in stepstats.loaders_from_events(events):
+        l["role"], l["evidence"] = stepstats.role_of(l["index"], train_idx, roles)
+        l["batches_drawn"] = (roles.get(l["index"]) or {}).get("batches", 0)
+        l["cost_share"] = round(spent.get(l["index"], 0.0) / total, 4) if total > 0 else None
         out.append(l)
     return out
 
@@ -41,12 +49,21 @@ def threads_at_fork(stage: dict, loaders: list[dict]) -> list[str]:
 def stage_block(stage: dict, warmup: int) -> dict:
     """Loaders, step summary and timeline of one stage."""
     by_loader = stepstats.steps_by_loader(stage.get("events", []))
-    train_idx = stepstats.train_loader(by_loader)
-    loaders = _loaders(stage, train_idx)
+    train_idx = stepstats.train_loader(by_loader, stage.get("events", []))
+    loaders = _loaders(stage, train_idx, by_loader)
     ls = by_loader.get(train_idx) if train_idx is not None else None
     cfg = next((l for l in loaders if l["index"] == train_idx), None)
-    return {"loaders": loaders, "summary": stepstats.step_summary(ls, stepstats.loader_warmup(cfg, warmup)),
-            "timeline": stepstats.timeline(ls), "train_index": train_idx}
+    warm = stepstats.loader_warmup(cfg, warmup)
+    summary = stepstats.step_summary(ls, warm)
+    loop = stepstats.loop_boundaries(stage.get("events", []), train_idx, warm)
+    summary["loader_wait_fraction"] = summary["data_wait_fraction"]
+    summary["wait_method"] = "loader"
+    if loop and loop["wait_fraction"] is not None and summary["steps"]:
+        # the loop's own boundary: a wrapper's work between the loader and the step is data time too
+        summary["loop"] = loop
+        summary["data_wait_fraction"] = loop["wait_fraction"]
+        summary["wait_method"] = "loop boundary"
+    return {"loaders": loaders, "summary": summary, "timeline": stepstats.timeline(ls), "train_index": train_idx}
 
 
 def build_report(session: Session) -> dict:

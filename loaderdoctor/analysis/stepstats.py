@@ -73,11 +73,71 @@ def loaders_from_events(events: list[dict]) -> list[dict]:
     return [sites[k] for k in sorted(sites)]
 
 
-def train_loader(by_loader: dict[int, LoaderSteps]) -> int | None:
-    """The training loader is the one with the most steps."""
+def loader_roles(events: list[dict]) -> dict[int, dict]:
+    """What each loader's batches were used for, from the events: optimizer steps that followed
+    its batches ("o" events name the loader of the last batch drawn), and how many of its
+    batches were drawn with gradients disabled (an evaluation loop's no_grad/inference_mode)."""
+    out: dict[int, dict] = {}
+    for ev in events:
+        kind = ev.get("e")
+        if kind == "b":
+            d = out.setdefault(ev["l"], {"batches": 0, "no_grad": 0, "optimizer_steps": 0})
+            d["batches"] += 1
+            if ev.get("g") == 0:
+                d["no_grad"] += 1
+        elif kind == "o" and ev.get("l") is not None:
+            d = out.setdefault(ev["l"], {"batches": 0, "no_grad": 0, "optimizer_steps": 0})
+            d["optimizer_steps"] += 1
+    return out
+
+
+def train_loader(by_loader: dict[int, LoaderSteps], events: list[dict] | None = None) -> int | None:
+    """The training loader is the one that feeds the optimizer: the loader whose batches were
+    followed by the most optimizer steps. Without any optimizer step (a loop that updates by
+    hand, loaderdoctor's own drains): the one with the most batches drawn with gradients
+    enabled, then the one with the most batches."""
     if not by_loader:
         return None
+    roles = loader_roles(events or [])
+    with_steps = {l: d["optimizer_steps"] for l, d in roles.items() if d["optimizer_steps"] and l in by_loader}
+    if with_steps:
+        return max(with_steps, key=lambda l: (with_steps[l], -l))
+    graded = {l: d["batches"] - d["no_grad"] for l, d in roles.items() if l in by_loader}
+    if any(v > 0 for v in graded.values()) and any(d["no_grad"] for d in roles.values()):
+        return max(graded, key=lambda l: (graded[l], -l))
     return max(by_loader.values(), key=lambda ls: (len(ls.steps), -ls.loader)).loader
+
+
+def role_of(index: int, train_idx: int | None, roles: dict[int, dict]) -> tuple[str, str]:
+    """(role, evidence) of one loader: train, eval or other, and why."""
+    d = roles.get(index) or {"batches": 0, "no_grad": 0, "optimizer_steps": 0}
+    if index == train_idx:
+        if d["optimizer_steps"]:
+            return "train", f"{d['optimizer_steps']} optimizer steps followed its batches ({d['batches']} drawn)"
+        return "train", f"no optimizer step was seen; the most batches drawn with gradients enabled ({d['batches']})"
+    if d["batches"] and d["no_grad"] == d["batches"] and not d["optimizer_steps"]:
+        return "eval", f"all {d['batches']} of its batches were drawn with gradients disabled (no_grad/inference_mode)"
+    return "other", f"{d['batches']} batches drawn, {d['optimizer_steps']} optimizer steps after them"
+
+
+def loop_boundaries(events: list[dict], loader: int | None, skip: int) -> dict | None:
+    """The loop's own boundary, from the optimizer's steps on the training loader: per step,
+    the time from the previous step's end to the model's first forward (loading, a wrapper's
+    work on the batch such as timm's PrefetchLoader normalising it, moving it to the device)
+    and the whole step period. The first `skip` steps are warm-up."""
+    ts, fs = [], []
+    for ev in events:
+        if ev.get("e") == "o" and ev.get("l") == loader:
+            ts.append(ev["t"])
+            fs.append(ev.get("f"))
+    periods = [(b - a, f) for a, b, f in zip(ts, ts[1:], fs[1:]) if f is not None and b > a]
+    periods = periods[skip:]
+    if len(periods) < 5:
+        return None
+    total = sum(p for p, _ in periods)
+    waits = [f for _, f in periods]
+    return {"steps": len(periods), "wait_fraction": round(min(1.0, sum(waits) / total), 4) if total > 0 else None,
+            "wait_s": _dist(waits), "period_s": _dist([p for p, _ in periods])}
 
 
 def measured_steps(ls: LoaderSteps, warmup: int) -> list[Step]:
@@ -179,7 +239,7 @@ def drain_rate(stage: dict) -> float | None:
     if stage.get("status") != "ok":
         return None
     by = steps_by_loader(stage["events"])
-    idx = train_loader(by)
+    idx = train_loader(by, stage["events"])
     if idx is None:
         return None
     cfg = next((l for l in loaders_from_events(stage["events"]) if l["index"] == idx), None)

@@ -71,20 +71,48 @@ def call_site(depth: int = 2, chain: int = 3) -> str:
     """Where a loader was constructed: the innermost user frames, innermost first, e.g.
     "train.py:9 < train.py:31". The chain tells apart train and validation loaders that
     one helper function builds."""
+    return construction(depth + 1, chain)[0]
+
+
+_OWN = ("torch" + os.sep, "loaderdoctor" + os.sep)
+
+
+def construction(depth: int = 2, chain: int = 3, libs: int = 6) -> tuple[str, str]:
+    """(site, via): the innermost user frames, innermost first ("train.py:9 < train.py:31"),
+    and the library functions between them and the constructor, innermost first
+    ("accelerate/data_loader.py:prepare_data_loader < transformers/trainer.py:get_train_dataloader"):
+    a framework that builds the train and the eval loader from one user line (trainer.train())
+    still builds them in different functions."""
     f = sys._getframe(depth)
     found: list[str] = []
+    via: list[str] = []
     outermost = None
     while f is not None and len(found) < chain:
-        fn = f.f_code.co_filename
+        code = f.f_code
+        fn = code.co_filename
         if is_user_file(fn):
             found.append(f"{short_path(fn)}:{f.f_lineno}")
+        elif not found and len(via) < libs and code.co_name != "__init__" and not fn.startswith("<"):
+            tail = fn.replace(os.sep + "__init__.py", "").split("site-packages" + os.sep)[-1]
+            if not tail.startswith(_OWN):
+                via.append(f"{tail}:{code.co_name}")
         outermost = f
         f = f.f_back
     if found:
-        return " < ".join(found)
+        return " < ".join(found), " < ".join(via)
     if outermost is not None:
-        return f"{short_path(outermost.f_code.co_filename)}:{outermost.f_lineno}"
-    return "?"
+        return f"{short_path(outermost.f_code.co_filename)}:{outermost.f_lineno}", " < ".join(via)
+    return "?", " < ".join(via)
+
+
+def dataset_tag(dataset: Any) -> str:
+    """What tells apart two loaders built at one place: their dataset's class and length
+    (the same across epochs that re-create the loader, different for train and eval)."""
+    try:
+        n = len(dataset)
+    except Exception:
+        n = None
+    return f"{type(dataset).__qualname__}/{n}"
 
 
 def _describe(obj: Any) -> str | None:

@@ -69,14 +69,19 @@ def kernel_setup(spec_path: str) -> None:
     """Run as the notebook's first cell: hooks in, events out through the FIFO."""
     from loaderdoctor.child import patches, recorder, worker
     from loaderdoctor.child.cuda import cuda_sync
-    from loaderdoctor.child.emitter import Emitter
+    from loaderdoctor.child.emitter import Emitter, leave_hook
 
     spec = RunnerSpec.load(spec_path)
     emit = Emitter(os.open(spec.event_fifo, os.O_WRONLY))
     if spec.stack_dir:
         worker.enable_stack_file(spec.stack_dir, "main")
     emit.json(recorder.hello(kernel=True))
-    patches.install(recorder.recorder_from_spec(spec, emit, cuda_sync()))
+    from loaderdoctor import lifeline
+
+    lifeline.die_with_parent()  # the kernel follows the runner that started it
+    rec = recorder.recorder_from_spec(spec, emit, cuda_sync())
+    rec.finish_hook = leave_hook(emit)
+    patches.install(rec)
     try:  # the kernel outlives each cell: a cell's last batch events go out when it ends
         get_ipython().events.register("post_run_cell", lambda *_: emit.flush())  # noqa: F821
     except NameError:

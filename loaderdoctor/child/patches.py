@@ -14,10 +14,11 @@ import inspect
 import threading
 from typing import Any
 
-from loaderdoctor.child.describe import call_site
+from loaderdoctor.child.describe import construction, dataset_tag
 from loaderdoctor.child.recorder import Recorder
 
 _PATCHED: list[tuple[Any, str, Any]] = []
+_HANDLES: list[Any] = []  # torch hook handles (optimizer step, module forward)
 
 
 def installed() -> bool:
@@ -40,7 +41,8 @@ def install(rec: Recorder) -> None:
     sync = rec.sync
 
     def __init__(self, *args, **kwargs):
-        site = call_site(2)
+        built_at, via = construction(2)
+        site = rec.loader_key(built_at, via, dataset_tag(args[0] if args else kwargs.get("dataset")))
         overridden = None
         if rec.overrides:
             try:
@@ -53,7 +55,7 @@ def install(rec: Recorder) -> None:
                 if overridden is not None:
                     args, kwargs = bound.args[1:], bound.kwargs
         orig_init(self, *args, **kwargs)
-        rec.after_init(self, site, overridden)
+        rec.after_init(self, site, overridden, built_at=built_at, via=via)
 
     def __iter__(self):
         if rec.takes_over(self):
@@ -99,9 +101,51 @@ def install(rec: Recorder) -> None:
         _PATCHED.append((owner, name, owner.__dict__[name]))
         setattr(owner, name, new)
     __init__.__wrapped__ = orig_init  # for inspect.signature() of DataLoader in user code
+    _install_step_hooks(rec)
+
+
+def _install_step_hooks(rec: Recorder) -> None:
+    """The optimizer defines the step: a global post-hook on Optimizer.step (every framework
+    calls it), and after each step a one-shot global forward pre-hook that notes the model's
+    first forward of the next step and removes itself (so every other module call of the step
+    runs without a global hook)."""
+    import torch
+
+    try:
+        from torch.nn.modules.module import register_module_forward_pre_hook
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+    except ImportError:  # a torch without global hooks: loader timing alone
+        return
+    clock = rec.clock
+    rec.grad_enabled = torch.is_grad_enabled
+    forward: list = [None]
+
+    def first_forward(module, args):
+        handle = forward[0]
+        if handle is not None:
+            forward[0] = None
+            handle.remove()
+            rec.on_forward(clock())
+
+    def after_step(optimizer, args, kwargs):
+        if rec.in_child:
+            return
+        rec.on_optimizer_step(clock())
+        if forward[0] is None:
+            forward[0] = register_module_forward_pre_hook(first_forward)
+
+    _HANDLES.append(register_optimizer_step_post_hook(after_step))
+    _HANDLES.append(forward)
 
 
 def uninstall() -> None:
     while _PATCHED:
         owner, name, orig = _PATCHED.pop()
         setattr(owner, name, orig)
+    while _HANDLES:
+        h = _HANDLES.pop()
+        if isinstance(h, list):  # the one-shot forward hook's holder
+            holder, h = h, h[0]
+            holder[0] = None
+        if h is not None:
+            h.remove()

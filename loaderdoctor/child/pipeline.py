@@ -262,8 +262,6 @@ def list_collate(batch):
 def run_transforms_stage(rec, loader) -> None:
     """Prefix ablation (k = 0..n transforms) with the user's workers and start method,
     then the full pipeline with every step timed. Ends the script with StopProbe."""
-    from loaderdoctor.child.recorder import StopProbe
-
     rec.busy = True
     emit = rec.emit
     pipe, reason = find_pipeline(loader.dataset)
@@ -292,7 +290,7 @@ def run_transforms_stage(rec, loader) -> None:
             except Exception as exc:  # this prefix fails: the step it added is the culprit
                 emit(json.dumps({"e": "prefix", "k": k, "phase": "error", "type": type(exc).__name__,
                                  "message": str(exc)[:2000]}))
-                raise StopProbe("steps") from None
+                rec.finish("steps")
             emit(json.dumps({"e": "prefix", "k": k, "phase": "ok", "batches": n,
                              "seconds": round(time.perf_counter() - t0, 4)}))
     finally:

@@ -96,6 +96,17 @@ class Recorder:
         self.stage_dir = stage_dir
         self.busy = False
         self.drain_from_first_batch = False
+        # The step is defined by the optimizer: a post-hook on Optimizer.step marks each
+        # training step's end; a one-shot module forward pre-hook marks the next step's first
+        # forward. The loader whose batches precede optimizer steps is the training loader.
+        self.last_site: int | None = None
+        self.site_opt: dict[int, int] = {}  # site -> optimizer steps that followed its batches
+        self.opt_steps = 0
+        self.t_step_end: float | None = None
+        self.t_forward: float | None = None
+        self.grad_enabled: Callable[[], bool] = lambda: True
+        self.site_keys: dict[str, list[str]] = {}  # site -> dataset tags seen there, in order
+        self.finish_hook: Callable[[], None] | None = None  # the runner's: flush and leave
 
     def _mark_child(self) -> None:
         self.in_child = True
@@ -107,6 +118,16 @@ class Recorder:
             idx = self.sites[site] = len(self.sites)
         return idx
 
+    def loader_key(self, site: str, via: str, tag: str) -> str:
+        """The loader's identity across stages: where it was built, through which library
+        functions, and (when one place builds several) the ordinal of its dataset there."""
+        key = f"{site} via {via}" if via else site
+        tags = self.site_keys.setdefault(key, [])
+        if tag not in tags:
+            tags.append(tag)
+        k = tags.index(tag)
+        return key if k == 0 else f"{key} #{k + 1}"
+
     def before_init(self, site: str, arguments: dict) -> dict | None:
         if self.overrides and (self.override_site is None or self.override_site == site):
             before = {k: arguments.get(k) for k in self.overrides}
@@ -114,7 +135,8 @@ class Recorder:
             return before
         return None
 
-    def after_init(self, loader: Any, site: str, overridden: dict | None) -> None:
+    def after_init(self, loader: Any, site: str, overridden: dict | None, built_at: str | None = None,
+                   via: str | None = None) -> None:
         if self.stack_dir and not isinstance(loader.worker_init_fn, ChainedWorkerInit):
             loader.worker_init_fn = ChainedWorkerInit(loader.worker_init_fn, self.stack_dir)
         idx = self.site_index(site)
@@ -126,8 +148,8 @@ class Recorder:
             cfg = loader_config(loader)
         except Exception as exc:  # never break the user's loader over a description
             cfg = {"error": f"{type(exc).__name__}: {exc}"}
-        self.emit(json.dumps({"e": "loader", "l": idx, "site": site, "config": cfg,
-                              "overridden": overridden}, default=str))
+        self.emit(json.dumps({"e": "loader", "l": idx, "site": site, "built_at": built_at, "via": via or None,
+                              "config": cfg, "overridden": overridden}, default=str))
 
     # -- iteration
     def on_iter(self, loader: Any, it: Any, t_start: float, threads: list[str]) -> None:
@@ -195,8 +217,45 @@ class Recorder:
             self.stopping = True
             c = None if st.t_last is None else t0 - st.t_last
             self.emit(f'{{"e":"end","l":{st.site},"c":{_num(c)},"why":"stop"}}')
-            self.emit(f'{{"e":"stop","why":"{why}"}}')
+        self.finish(why)
+
+    def finish(self, why: str) -> None:
+        """The stage has what it needs: the last events, then the runner's finish hook ends
+        the process at once (no user or framework code runs after the measured steps). Without
+        a hook (in-process use, unit tests) StopProbe is raised instead."""
+        self.stopping = True
+        self.emit(f'{{"e":"stop","why":"{why}"}}')
+        if self.finish_hook is not None:
+            self.finish_hook()
         raise StopProbe(why)
+
+    # -- the optimizer's step: what is training, and the loop's own boundary
+    def on_optimizer_step(self, now: float) -> None:
+        if self.in_child:
+            return
+        self.opt_steps += 1
+        site = self.last_site
+        if site is not None:
+            self.site_opt[site] = self.site_opt.get(site, 0) + 1
+        prev, fwd = self.t_step_end, self.t_forward
+        f = None if prev is None or fwd is None or fwd < prev else fwd - prev
+        self.emit_batch(f'{{"e":"o","l":{_num_or_null(site)},"t":{now - self.t0:.6f},"f":{_num(f)}}}', now)
+        self.t_step_end, self.t_forward = now, None
+
+    def on_forward(self, now: float) -> None:
+        if self.t_forward is None:
+            self.t_forward = now
+
+    def _counts(self, site: int, grad: bool) -> bool:
+        """Does this batch count toward the stage's measured steps? In the user's own loop
+        only the training loader's do: batches followed by optimizer steps, or, while no
+        optimizer step was seen at all, batches drawn with gradients enabled (an evaluation
+        loader runs under no_grad/inference_mode). Loaderdoctor's own drains count all."""
+        if self.mode != "train":
+            return True
+        if self.site_opt:
+            return site in self.site_opt
+        return grad
 
     def on_batch(self, st: _IterState | None, t0: float, t1: float, batch: Any) -> None:
         if st is None:
@@ -204,6 +263,8 @@ class Recorder:
         prev_c = None if st.t_last is None else t0 - st.t_last
         n = count_samples(batch)
         site = st.site
+        self.last_site = site
+        grad = self.grad_enabled()
         seen = self.batches.get(site, 0)
         self.batches[site] = seen + 1
         if self.drain_from_first_batch:
@@ -213,12 +274,14 @@ class Recorder:
             s = None if st.t_start is None else t1 - st.t_start
             nbytes, ntensors = batch_bytes(batch)
             self.emit(f'{{"e":"b","l":{site},"i":{st.count},"w":{t1 - t0:.6f},"c":null,"n":{n},"s":{_num(s)},'
-                      f'"bytes":{nbytes},"tensors":{ntensors}}}')
+                      f'"t":{t1 - self.t0:.6f},"g":{int(grad)},"bytes":{nbytes},"tensors":{ntensors}}}')
             st.first = False
         else:
-            if seen > self.site_warmup.get(site, self.warmup):
+            if seen > self.site_warmup.get(site, self.warmup) and self._counts(site, grad):
                 self.measured[site] = self.measured.get(site, 0) + 1
-            self.emit_batch(f'{{"e":"b","l":{site},"i":{st.count},"w":{t1 - t0:.6f},"c":{_num(prev_c)},"n":{n}}}', t1)
+            g = "" if grad else ',"g":0'
+            self.emit_batch(f'{{"e":"b","l":{site},"i":{st.count},"w":{t1 - t0:.6f},"c":{_num(prev_c)},"n":{n},'
+                            f'"t":{t1 - self.t0:.6f}{g}}}', t1)
         st.count += 1
         st.t_last = t1
 
@@ -239,7 +302,7 @@ class Recorder:
         for _ in range(100_000):  # epochs, if one epoch is shorter than the steps wanted
             for _batch in loader:
                 pass
-        raise StopProbe("steps")
+        self.finish("steps")
 
     def on_error(self, it: Any) -> None:
         """The iterator failed: record its workers' exit codes (negative = killed by that
@@ -279,6 +342,10 @@ class Recorder:
 
 def _num(x: float | None) -> str:
     return "null" if x is None else f"{x:.6f}"
+
+
+def _num_or_null(x: int | None) -> str:
+    return "null" if x is None else str(x)
 
 
 def hello(**extra) -> dict:

@@ -12,10 +12,11 @@ import sys
 import time
 import traceback
 
+from loaderdoctor import lifeline
 from loaderdoctor.child.cuda import cuda_sync
-from loaderdoctor.child.emitter import Emitter
+from loaderdoctor.child.emitter import Emitter, leave_hook
 from loaderdoctor.frames import exception_record
-from loaderdoctor.protocol import EVENT_FD_ENV, RunnerSpec
+from loaderdoctor.protocol import EVENT_FD_ENV, PARENT_PID_ENV, RunnerSpec
 
 
 def _quiet_sigchld() -> None:
@@ -27,6 +28,27 @@ def _quiet_sigchld() -> None:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     except (ValueError, OSError):
         pass
+
+
+def point_workers_here(script: str, stage_dir: str) -> None:
+    """Spawn and forkserver workers re-import the main script as __mp_main__, as they would
+    under `python script.py`; make them import it through child/mpmain.py, which runs it the
+    same way but ends a worker that starts the user's training (see mpmain)."""
+    import multiprocessing.spawn as mp_spawn
+
+    from loaderdoctor.child import mpmain
+
+    os.environ[mpmain.MAIN_PATH_ENV] = script
+    os.environ[mpmain.STAGE_DIR_ENV] = stage_dir
+    orig = mp_spawn.get_preparation_data
+
+    def get_preparation_data(name):
+        data = orig(name)
+        if data.get("init_main_from_path") == script:
+            data["init_main_from_path"] = mpmain.__file__
+        return data
+
+    mp_spawn.get_preparation_data = get_preparation_data
 
 
 def run(spec: RunnerSpec, emit: Emitter) -> int:
@@ -46,11 +68,13 @@ def run(spec: RunnerSpec, emit: Emitter) -> int:
 
     emit.json(recorder.hello(torch_import_s=round(time.perf_counter() - t, 3)))
     rec = recorder.recorder_from_spec(spec, emit, cuda_sync())
+    rec.finish_hook = leave_hook(emit)
     patches.install(rec)
 
     path = spec.target
     sys.argv = [path, *spec.argv]
     sys.path[0] = os.path.dirname(os.path.abspath(path))
+    point_workers_here(path, spec.stage_dir)
     import runpy
 
     how, code, exc_rec = "finished", 0, None
@@ -78,6 +102,10 @@ def run(spec: RunnerSpec, emit: Emitter) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    lifeline.die_with_parent()
+    parent = os.environ.get(PARENT_PID_ENV)
+    if parent and os.getppid() != int(parent):  # loaderdoctor died before the death signal was set
+        os._exit(1)
     spec = RunnerSpec.load(argv[0])
     fd = os.environ.get(EVENT_FD_ENV)
     emit = Emitter(int(fd) if fd else None)

@@ -17,6 +17,9 @@ class ChainedWorkerInit:
         self.stack_dir = stack_dir
 
     def __call__(self, worker_id: int) -> None:
+        from loaderdoctor import lifeline
+
+        lifeline.watch_parent()  # a worker blocked in __getitem__ still ends with its parent
         if self.stack_dir:
             enable_stack_file(self.stack_dir, "worker")
         if self.user_fn is not None:

@@ -22,6 +22,7 @@ from loaderdoctor.frames import (
     ThreadStack,
     parse_faulthandler,
 )
+from loaderdoctor.lifeline import preexec_die_with_parent
 
 PY_SPY_ENV = "LOADERDOCTOR_PY_SPY"
 
@@ -49,7 +50,7 @@ def _pyspy_dump(pids: list[int], timeout: float) -> tuple[dict[int, list[ThreadS
     errors: list[str] = []
     for pid in pids:
         try:
-            jobs[pid] = subprocess.Popen([exe, "dump", "--pid", str(pid), "--json"],
+            jobs[pid] = subprocess.Popen([exe, "dump", "--pid", str(pid), "--json"], preexec_fn=preexec_die_with_parent,
                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except OSError as e:
             errors.append(f"{exe} could not be started: {e}")

@@ -7,6 +7,7 @@ import os
 from loaderdoctor.analysis import stepstats
 from loaderdoctor.analysis.report import build_report
 from loaderdoctor.render import get as get_renderer
+from loaderdoctor.render import trace
 from loaderdoctor.session import Session
 
 
@@ -67,8 +68,8 @@ def write_frames(session: Session, out_dir: str) -> list[str]:
 
 
 def write_outputs(session: Session, out_dir: str, formats: tuple[str, ...] = ("json", "md", "html")) -> dict:
-    """session.json (raw), report.json, report.md (+ plots/), report.html. Returns the
-    report and {format: path}."""
+    """session.json (raw), report.json, report.md (+ plots/), report.html, trace.json.
+    Returns the report and {format: path}."""
     os.makedirs(out_dir, exist_ok=True)
     session.save(os.path.join(out_dir, "session.json"))
     report = build_report(session)
@@ -81,4 +82,8 @@ def write_outputs(session: Session, out_dir: str, formats: tuple[str, ...] = ("j
         with open(path, "w", encoding="utf-8") as f:
             get_renderer(fmt)(report, f)
         paths[fmt] = path
+    path = os.path.join(out_dir, "trace.json")  # Chrome trace events: opens in Perfetto
+    with open(path, "w", encoding="utf-8") as f:
+        trace.render(session.to_dict(), f)
+    paths["trace"] = path
     return {"report": report, "paths": paths}

@@ -73,7 +73,7 @@ def _never_iterated(res: StageResult) -> str | None:
 
 def _train_loader(res: StageResult) -> dict:
     by = stepstats.steps_by_loader(res.events)
-    idx = stepstats.train_loader(by)
+    idx = stepstats.train_loader(by, res.events)
     loaders = {l["index"]: l for l in stepstats.loaders_from_events(res.events)}
     out = dict(loaders.get(idx, {}))
     out["iterators"] = by[idx].iterators if idx is not None else 0

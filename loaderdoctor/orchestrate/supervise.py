@@ -8,6 +8,7 @@ tree. What happened is returned raw as a StageResult; nothing here interprets nu
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import subprocess
@@ -28,6 +29,7 @@ from loaderdoctor.protocol import (
     DEFAULT_STEPS,
     DEFAULT_WARMUP,
     EVENT_FD_ENV,
+    PARENT_PID_ENV,
     RUN_ID_ENV,
     RunnerSpec,
     decode,
@@ -75,6 +77,8 @@ class StageResult:
     samples: dict | None = None  # TreeSampler.summary()
     window: list[float] | None = None  # first and last batch, on the sampler's clock
     oom_kills: dict = field(default_factory=dict)  # kernel OOM-kill counters that rose: {source: increase}
+    started: float | None = None  # wall clock (time.time()) at the stage's start
+    reruns: list[dict] = field(default_factory=list)  # workers caught re-running the script (mpmain)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -109,13 +113,53 @@ def _tail(path: str, limit: int = 8000) -> str:
         return ""
 
 
-def run_stage(spec: StageSpec, run_dir: str, *, on_event: Callable[[dict], None] | None = None,
-              clock: Callable[[], float] = time.monotonic, poll: float = 0.05, gpus=None) -> StageResult:
-    """Run one stage to its end. On Ctrl-C the tree is ended and the result comes back
-    with status "interrupted" and whatever was recorded until then."""
-    stage_dir = os.path.join(run_dir, "stages", spec.name)
-    stack_dir = os.path.join(stage_dir, "stacks")
-    os.makedirs(stack_dir, exist_ok=True)
+class _Watch:
+    """What the parent knows of a running stage, updated by the event reader thread."""
+
+    def __init__(self, clock: Callable[[], float], on_event: Callable[[dict], None] | None):
+        self.clock = clock
+        self.on_event = on_event
+        self.lock = threading.Lock()
+        self.events: list[dict] = []
+        self.last = clock()
+        self.waiting_first = True
+        self.stop_at: float | None = None
+        self.exit: dict | None = None
+        self.workers: set[int] = set()
+        self.main_pid: int | None = None
+        self.b_first: float | None = None
+        self.b_last: float | None = None
+
+    def handle(self, ev: dict) -> None:
+        now = self.clock()
+        kind = ev.get("e")
+        with self.lock:
+            self.events.append(ev)
+            self.last = now
+            if kind == "hello":
+                self.main_pid = ev.get("pid")
+            elif kind == "it":
+                self.waiting_first = True
+                self.workers.update(p for p in ev.get("workers") or [] if p)
+            elif kind == "b":
+                self.waiting_first = False
+                self.b_first = self.b_first or now
+                self.b_last = now
+            elif kind == "stop":
+                self.stop_at = now
+            elif kind == "exit" and self.exit is None:  # the first word on how it ended is the one
+                self.exit = ev
+        if self.on_event is not None:
+            self.on_event(ev)
+
+
+STOP_GRACE_S = 2.0  # a runner that said "stop" has this long to say "exit" before it is ended
+
+
+def _start_child(spec: StageSpec, stage_dir: str, stack_dir: str, run_id: str) -> tuple[subprocess.Popen, int]:
+    """Write the runner's spec and start it in a session of its own; returns (process, read
+    end of the event pipe). The runner dies with this process (PR_SET_PDEATHSIG, set by the
+    runner itself, which also checks that its parent is still this process)."""
     spec_path = os.path.join(stage_dir, "spec.json")
     RunnerSpec(
         target=os.path.abspath(spec.target), stage_dir=os.path.abspath(stage_dir), stack_dir=os.path.abspath(stack_dir),
@@ -123,105 +167,100 @@ def run_stage(spec: StageSpec, run_dir: str, *, on_event: Callable[[dict], None]
         overrides=spec.overrides, override_site=spec.override_site, mode=spec.mode, target_site=spec.target_site,
         drain_seconds=spec.drain_seconds,
     ).save(spec_path)
-
-    run_id = uuid.uuid4().hex
     r, w = os.pipe()
     env = dict(os.environ)
     env.update(spec.env)
     env[EVENT_FD_ENV] = str(w)
     env[RUN_ID_ENV] = run_id
+    env[PARENT_PID_ENV] = str(os.getpid())
     env.setdefault("PYTHONUNBUFFERED", "1")
-    stdout_path = os.path.join(stage_dir, "stdout.log")
-    stderr_path = os.path.join(stage_dir, "stderr.log")
-
-    events: list[dict] = []
-    lock = threading.Lock()
-    state = {"last": clock(), "waiting_first": True, "stop_at": None, "exit": None, "workers": set(),
-             "main_pid": None}
-
-    def handle(ev: dict) -> None:
-        now = clock()
-        kind = ev.get("e")
-        with lock:
-            events.append(ev)
-            state["last"] = now
-            if kind == "hello":
-                state["main_pid"] = ev.get("pid")
-            elif kind == "it":
-                state["waiting_first"] = True
-                state["workers"].update(p for p in ev.get("workers") or [] if p)
-            elif kind == "b":
-                state["waiting_first"] = False
-                state["b_first"] = state.get("b_first") or now
-                state["b_last"] = now
-            elif kind == "stop":
-                state["stop_at"] = now
-            elif kind == "exit":
-                state["exit"] = ev
-        if on_event is not None:
-            on_event(ev)
-
-    oom_before = envinfo.oom_kill_counters()
-    t_start = clock()
-    with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
+    with open(os.path.join(stage_dir, "stdout.log"), "wb") as out, \
+            open(os.path.join(stage_dir, "stderr.log"), "wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "loaderdoctor.child.runner", spec_path],
             stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
             cwd=spec.cwd or os.getcwd(), pass_fds=(w,), start_new_session=True,
         )
     os.close(w)
-    reader = _Reader(r, handle)
-    reader.start()
-    sampler = None
-    if spec.sample_interval:
-        def roles() -> dict[int, str]:
-            with lock:
-                out = {pid: "worker" for pid in state["workers"]}
-                if state["main_pid"] and state["main_pid"] != proc.pid:  # a notebook's kernel
-                    out[state["main_pid"]] = "main"
-                    out[proc.pid] = "runner"
-                return out
+    return proc, r
 
-        sampler = TreeSampler(proc.pid, roles, stage=spec.name, interval=spec.sample_interval, gpus=gpus)
-        sampler.start()
 
+def _sampler(spec: StageSpec, proc: subprocess.Popen, watch: _Watch, gpus) -> TreeSampler | None:
+    if not spec.sample_interval:
+        return None
+
+    def roles() -> dict[int, str]:
+        with watch.lock:
+            out = {pid: "worker" for pid in watch.workers}
+            if watch.main_pid and watch.main_pid != proc.pid:  # a notebook's kernel
+                out[watch.main_pid] = "main"
+                out[proc.pid] = "runner"
+            return out
+
+    sampler = TreeSampler(proc.pid, roles, stage=spec.name, interval=spec.sample_interval, gpus=gpus)
+    sampler.start()
+    return sampler
+
+
+def _watch_until_done(spec: StageSpec, proc: subprocess.Popen, watch: _Watch, run_id: str, stack_dir: str,
+                      t_start: float, poll: float) -> tuple[str | None, str, dict | None]:
+    """The watchdog loop: until the child exits, says it is done, or makes no progress for
+    its allowance (then stacks are captured). Returns (status or None, detail, hang)."""
+    clock = watch.clock
     timeout = spec.timeout
     first_timeout = spec.first_batch_timeout or 2 * timeout
     hard_limit = (spec.max_seconds or 0) + first_timeout + timeout + 30 if spec.max_seconds else None
-    status, detail, hang = None, "", None
     try:
-        while True:
-            if proc.poll() is not None:
-                break
+        while proc.poll() is None:
             now = clock()
-            with lock:
-                idle = now - state["last"]
-                allowance = first_timeout if state["waiting_first"] else timeout
-                stop_at = state["stop_at"]
-                exited = state["exit"] is not None
-            if exited or (stop_at is not None and now - stop_at > 10.0):
+            with watch.lock:
+                idle = now - watch.last
+                allowance = first_timeout if watch.waiting_first else timeout
+                stop_at, exited = watch.stop_at, watch.exit is not None
+            if exited or (stop_at is not None and now - stop_at > STOP_GRACE_S):
                 break  # the script is over or was told to stop: what is left gets ended
             if idle > allowance:
-                with lock:
-                    workers = set(state["workers"])
-                    waiting_first = state["waiting_first"]
-                    main_pid = state["main_pid"] or proc.pid
+                with watch.lock:
+                    workers, waiting_first = set(watch.workers), watch.waiting_first
+                    main_pid = watch.main_pid or proc.pid
                 hang = _on_hang(proc.pid, run_id, workers, stack_dir, spec, idle, waiting_first, main_pid)
-                status = "hang"
                 detail = (f"no progress for {idle:.1f} s (allowance {allowance:g} s"
                           f"{', waiting for a first batch' if waiting_first else ''})")
-                break
+                return "hang", detail, hang
             if hard_limit is not None and now - t_start > hard_limit:
-                status, detail = "failed", f"stage exceeded its time limit of {hard_limit:.0f} s"
-                break
+                return "failed", f"stage exceeded its time limit of {hard_limit:.0f} s", None
             time.sleep(poll)
     except KeyboardInterrupt:
-        status, detail = "interrupted", "interrupted by the user (Ctrl-C); the run was ended"
+        return "interrupted", "interrupted by the user (Ctrl-C); the run was ended", None
+    return None, "", None
+
+
+def run_stage(spec: StageSpec, run_dir: str, *, on_event: Callable[[dict], None] | None = None,
+              clock: Callable[[], float] = time.monotonic, poll: float = 0.05, gpus=None) -> StageResult:
+    """Run one stage to its end. The outcome is decided from the events received, never from
+    how the child left; the whole process tree is always ended. On Ctrl-C the tree is ended
+    and the result comes back with status "interrupted" and whatever was recorded."""
+    stage_dir = os.path.join(run_dir, "stages", spec.name)
+    stack_dir = os.path.join(stage_dir, "stacks")
+    os.makedirs(stack_dir, exist_ok=True)
+    run_id = uuid.uuid4().hex
+    watch = _Watch(clock, on_event)
+    oom_before = envinfo.oom_kill_counters()
+    started = time.time()
+    t_start = clock()
+    proc, r = _start_child(spec, stage_dir, stack_dir, run_id)
+    reader = _Reader(r, watch.handle)
+    reader.start()
+    sampler = _sampler(spec, proc, watch, gpus)
+    status, detail, hang = None, "", None
+    try:
+        status, detail, hang = _watch_until_done(spec, proc, watch, run_id, stack_dir, t_start, poll)
     finally:
         if sampler is not None:
             sampler.stop()
-        # Give a runner that reported its exit a moment to leave on its own, then end all.
-        if status is None and state["exit"] is not None:
+        # A runner that said how it ended (not a stop: that one leaves by itself at once) gets a
+        # moment to leave on its own; then the whole tree is ended.
+        if status is None and watch.exit is not None and watch.exit.get("how") != "stopped":
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -232,20 +271,33 @@ def run_stage(spec: StageSpec, run_dir: str, *, on_event: Callable[[dict], None]
         except subprocess.TimeoutExpired:
             pass
         reader.join(timeout=5)
-
     result = StageResult(
         name=spec.name, status=status or "ok", seconds=round(clock() - t_start, 3), detail=detail,
-        events=events, exit=state["exit"], returncode=proc.returncode, hang=hang,
-        stderr_tail=_tail(stderr_path), stdout_path=stdout_path, stderr_path=stderr_path,
-        stack_dir=stack_dir, survivors=survivors, fatal_dumps=_fatal_dumps(stack_dir),
-        oom_kills=_oom_rise(oom_before, envinfo.oom_kill_counters()),
+        events=watch.events, exit=watch.exit, returncode=proc.returncode, hang=hang,
+        stderr_tail=_tail(os.path.join(stage_dir, "stderr.log")), stdout_path=os.path.join(stage_dir, "stdout.log"),
+        stderr_path=os.path.join(stage_dir, "stderr.log"), stack_dir=stack_dir, survivors=survivors,
+        fatal_dumps=_fatal_dumps(stack_dir), oom_kills=_oom_rise(oom_before, envinfo.oom_kill_counters()),
         samples=sampler.summary() if sampler is not None else None,
-        window=([round(state["b_first"] - sampler.t0, 3), round(state["b_last"] - sampler.t0, 3)]
-                if sampler is not None and state.get("b_first") else None),
+        window=([round(watch.b_first - sampler.t0, 3), round(watch.b_last - sampler.t0, 3)]
+                if sampler is not None and watch.b_first else None),
+        started=started, reruns=_reruns(stage_dir),
     )
     if status is None:
         _classify_end(result)
     return result
+
+
+def _reruns(stage_dir: str) -> list[dict]:
+    """What spawn/forkserver workers that re-ran the script's top level were caught doing
+    (child/mpmain.py writes rerun-<pid>.json)."""
+    out = []
+    for path in sorted(glob.glob(os.path.join(stage_dir, "rerun-*.json"))):
+        try:
+            with open(path) as f:
+                out.append(json.load(f))
+        except (OSError, ValueError):
+            continue
+    return out
 
 
 def _on_hang(root_pid: int, run_id: str, workers: set[int], stack_dir: str, spec: StageSpec,
@@ -308,6 +360,14 @@ def _oom_rise(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
 
 def _classify_end(res: StageResult) -> None:
     """Status of a stage that ended by itself (no watchdog action)."""
+    if res.reruns:  # never "ok": its workers ran the script's top level again
+        rr = res.reruns[0]
+        fr = rr.get("frame") or {}
+        where = f" at {os.path.basename(fr.get('file') or '?')}:{fr.get('line')}" if fr else ""
+        res.status = "crash"
+        res.detail = (f"a worker re-imported the script as __mp_main__, ran its top level again and {rr.get('what')}"
+                      f"{where} (no `if __name__ == \"__main__\":` guard); loaderdoctor ended it")
+        return
     ex = res.exit
     if ex is None:
         rc = res.returncode
