@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from loaderdoctor.errors import EXIT_INTERRUPTED, LoaderDoctorError
 from loaderdoctor.protocol import DEFAULT_STEPS, DEFAULT_WARMUP
+from loaderdoctor.textsafe import clean, clean_tree
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Diagnose PyTorch DataLoader stalls, hangs and throughput.")
@@ -24,7 +25,7 @@ _EXTRA = {"allow_extra_args": True, "ignore_unknown_options": False}
 
 
 def _fail(exc: LoaderDoctorError) -> None:
-    err.print(f"[bold red]loaderdoctor:[/] {escape(exc.message)}", soft_wrap=True)
+    err.print(f"[bold red]loaderdoctor:[/] {escape(clean(exc.message))}", soft_wrap=True)
     raise typer.Exit(exc.exit_code)
 
 
@@ -51,8 +52,11 @@ def probe(
     stack_method: str = typer.Option("auto", "--stack-method", help="auto, py-spy or faulthandler."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final lines."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show events and the derivation."),
+    redact: Optional[list[str]] = typer.Option(None, "--redact", help="An argument name whose value is secret "
+                                               "(repeatable; key/token/secret/password/auth/credential names always are)."),
 ) -> None:
     """Run the staged probes on TARGET and write the report."""
+    from loaderdoctor.orchestrate import outpaths
     from loaderdoctor.orchestrate import probe as core
     from loaderdoctor.orchestrate import target as target_mod
     from loaderdoctor.render import console as console_view
@@ -61,7 +65,8 @@ def probe(
     try:
         if stack_method not in ("auto", "py-spy", "faulthandler"):
             raise LoaderDoctorError(f"--stack-method must be auto, py-spy or faulthandler, not {stack_method!r}.")
-        tgt = target_mod.resolve(target, list(ctx.args))
+        out_dir = outpaths.check_out_dir(out_dir)
+        tgt = target_mod.resolve(target, list(ctx.args), redact)
         opts = core.ProbeOptions(out=out_dir, timeout=timeout, first_batch_timeout=first_batch_timeout,
                                  budget=budget, steps=steps, warmup=warmup, max_workers=max_workers,
                                  stack_method=stack_method)
@@ -74,8 +79,8 @@ def probe(
     except LoaderDoctorError as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        err.print("[bold red]loaderdoctor:[/] interrupted before any stage ran; nothing was measured.",
-                  soft_wrap=True)
+        err.print("[bold red]loaderdoctor:[/] interrupted (Ctrl-C or SIGTERM) before any stage ran; nothing was "
+                  "measured.", soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED)
 
 
@@ -89,15 +94,20 @@ def check(
     junit_xml: Optional[str] = typer.Option(None, "--junit-xml", help="Write a JUnit XML report here."),
     out_dir: str = typer.Option("loaderdoctor-check", "--out", help="Where stacks and logs are kept."),
     stack_method: str = typer.Option("auto", "--stack-method", help="auto, py-spy or faulthandler."),
+    redact: Optional[list[str]] = typer.Option(None, "--redact", help="An argument name whose value is secret."),
 ) -> None:
     """CI gate: run the real training loop for N steps under the watchdog."""
     from loaderdoctor.orchestrate import check as core
+    from loaderdoctor.orchestrate import outpaths
     from loaderdoctor.orchestrate import target as target_mod
     from loaderdoctor.render import checktext, junit
 
     _sigterm_as_interrupt()
     try:
-        tgt = target_mod.resolve(target, list(ctx.args))
+        out_dir = outpaths.check_out_dir(out_dir)
+        if junit_xml:
+            junit_xml = outpaths.check_out_file(junit_xml, "--junit-xml")
+        tgt = target_mod.resolve(target, list(ctx.args), redact)
         result = core.check(tgt, timeout=timeout, steps=steps, first_batch_timeout=first_batch_timeout,
                             out_dir=out_dir, stack_method=stack_method)
     except LoaderDoctorError as exc:
@@ -105,10 +115,12 @@ def check(
     text = checktext.format_result(result)
     (out if result["exit_code"] == 0 else err).print(escape(text), soft_wrap=True)
     if junit_xml:
-        junit.write_junit(result, junit_xml)
+        with open(junit_xml, "w", encoding="utf-8") as f:
+            junit.write_junit(result, f)
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
-        junit.append_step_summary(result, summary)
+        with open(summary, "a", encoding="utf-8") as f:
+            f.write(junit.render_step_summary(result))
     raise typer.Exit(result["exit_code"])
 
 
@@ -121,6 +133,7 @@ def report(
     """Re-render a report from its JSON, without re-running anything."""
     import json
 
+    from loaderdoctor.orchestrate import outpaths
     from loaderdoctor.render import get as get_renderer
 
     try:
@@ -133,9 +146,11 @@ def report(
             raise LoaderDoctorError(f"{report_json}: no such file.") from None
         except (OSError, ValueError) as exc:
             raise LoaderDoctorError(f"{report_json} is not a readable report.json ({exc}).") from None
+        data = clean_tree(data)  # a report written before the sanitizer may hold undecodable text
         if not isinstance(data, dict) or data.get("schema_version") != 1:
             raise LoaderDoctorError(f"{report_json} is not a loaderdoctor report.json (schema_version 1).")
         path = out_path or os.path.join(os.path.dirname(os.path.abspath(report_json)), f"report.{fmt}")
+        path = outpaths.check_out_file(path, "--out")
         with open(path, "w", encoding="utf-8") as f:
             get_renderer(fmt)(data, f)
     except LoaderDoctorError as exc:

@@ -28,6 +28,7 @@ DEFAULT_WARMUP = 3  # batches left out after an iterator's first
 
 EVENT_FD_ENV = "LOADERDOCTOR_EVENT_FD"
 RUN_ID_ENV = "LOADERDOCTOR_RUN"
+ARGV_ENV = "LOADERDOCTOR_ARGV"  # the script's real arguments (spec.json has them redacted)
 PARENT_PID_ENV = "LOADERDOCTOR_PARENT"  # the runner dies with this process
 
 

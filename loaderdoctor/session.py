@@ -41,7 +41,10 @@ class Session:
             json.dump(self.to_dict(), f, default=str)
 
     @classmethod
+    def from_dict(cls, data: dict) -> "Session":
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    @classmethod
     def load(cls, path: str) -> "Session":
         with open(path) as f:
-            data = json.load(f)
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+            return cls.from_dict(json.load(f))

@@ -7,6 +7,7 @@ LOADERDOCTOR_EVENT_FD. It never writes a report: only the parent does."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -16,7 +17,7 @@ from loaderdoctor import lifeline
 from loaderdoctor.child.cuda import cuda_sync
 from loaderdoctor.child.emitter import Emitter, leave_hook
 from loaderdoctor.frames import exception_record
-from loaderdoctor.protocol import EVENT_FD_ENV, PARENT_PID_ENV, RunnerSpec
+from loaderdoctor.protocol import ARGV_ENV, EVENT_FD_ENV, PARENT_PID_ENV, RunnerSpec
 
 
 def _quiet_sigchld() -> None:
@@ -72,7 +73,8 @@ def run(spec: RunnerSpec, emit: Emitter) -> int:
     patches.install(rec)
 
     path = spec.target
-    sys.argv = [path, *spec.argv]
+    real = os.environ.pop(ARGV_ENV, None)  # not inherited by the workers
+    sys.argv = [path, *(json.loads(real) if real is not None else spec.argv)]
     sys.path[0] = os.path.dirname(os.path.abspath(path))
     point_workers_here(path, spec.stage_dir)
     import runpy

@@ -15,7 +15,8 @@ from loaderdoctor.errors import (
     LoaderDoctorError,
 )
 from loaderdoctor.observe import envinfo
-from loaderdoctor.orchestrate.probe import _never_iterated
+from loaderdoctor.orchestrate.outputs import safe_session
+from loaderdoctor.orchestrate.probe import never_iterated
 from loaderdoctor.orchestrate.supervise import StageSpec, run_stage
 from loaderdoctor.orchestrate.target import Target
 from loaderdoctor.session import Session
@@ -24,15 +25,18 @@ from loaderdoctor.session import Session
 def check(target: Target, *, timeout: float, steps: int = 20, first_batch_timeout: float | None = None,
           out_dir: str = "loaderdoctor-check", stack_method: str = "auto") -> dict:
     os.makedirs(out_dir, exist_ok=True)
-    spec = StageSpec(name="check", target=target.path, argv=target.argv, steps=steps, warmup=0, timeout=timeout,
-                     first_batch_timeout=first_batch_timeout, stack_method=stack_method)
+    spec = StageSpec(name="check", target=target.path, argv=target.argv, recorded_argv=target.recorded_argv,
+                     steps=steps, warmup=0, timeout=timeout, first_batch_timeout=first_batch_timeout,
+                     stack_method=stack_method)
     res = run_stage(spec, out_dir)
-    why = _never_iterated(res) if res.status not in ("interrupted",) else None
+    why = never_iterated(res) if res.status not in ("interrupted", "hang") else None  # a freeze is the gate's business
     if why:
         raise LoaderDoctorError(why, EXIT_USAGE)
-    session = Session(target=target.to_dict(), options={"timeout": timeout, "steps": steps, "warmup": 0},
-                      environment=envinfo.collect(), stages=[res.to_dict()], ended=time.time())
+    session = safe_session(Session(target=target.to_dict(), options={"timeout": timeout, "steps": steps, "warmup": 0},
+                                   environment=envinfo.collect(), stages=[res.to_dict()], ended=time.time()),
+                           target.secrets)
     report = build_report(session)
+    detail = session.stages[0].get("detail", "")
     batches = res.batches
     if res.status == "hang":
         code = EXIT_HANG
@@ -42,7 +46,7 @@ def check(target: Target, *, timeout: float, steps: int = 20, first_batch_timeou
         code = EXIT_INTERRUPTED
     else:
         code = EXIT_OK
-    return {"exit_code": code, "status": res.status, "detail": res.detail, "seconds": res.seconds,
+    return {"exit_code": code, "status": res.status, "detail": detail, "seconds": res.seconds,
             "batches": batches, "steps": steps, "target": target.path, "hang": (report["hangs"] or [None])[0],
             "crash": (report["crashes"] or [None])[0], "findings": report["findings"],
             "stack_dir": res.stack_dir, "stderr_path": res.stderr_path}

@@ -6,9 +6,11 @@ import os
 
 from loaderdoctor.analysis import stepstats
 from loaderdoctor.analysis.report import build_report
+from loaderdoctor.orchestrate.redact import redact_tree
 from loaderdoctor.render import get as get_renderer
 from loaderdoctor.render import trace
 from loaderdoctor.session import Session
+from loaderdoctor.textsafe import clean_tree
 
 
 def _source(file: str | None, line: int | None, context: int = 3) -> list[dict] | None:
@@ -67,13 +69,23 @@ def write_frames(session: Session, out_dir: str) -> list[str]:
     return written
 
 
-def write_outputs(session: Session, out_dir: str, formats: tuple[str, ...] = ("json", "md", "html")) -> dict:
+def safe_session(session: Session, secrets: list[str] | tuple = ()) -> Session:
+    """The session as it may be written: every text the user's code produced cleaned
+    (textsafe.clean: no undecodable byte, no control character) and every secret value of
+    the script's arguments as ***. The one boundary where user text enters what we write."""
+    return Session.from_dict(clean_tree(redact_tree(session.to_dict(), secrets)))
+
+
+def write_outputs(session: Session, out_dir: str, formats: tuple[str, ...] = ("json", "md", "html"),
+                  secrets: list[str] | tuple = ()) -> dict:
     """session.json (raw), report.json, report.md (+ plots/), report.html, trace.json.
     Returns the report and {format: path}."""
     os.makedirs(out_dir, exist_ok=True)
+    session = safe_session(session, secrets)
     session.save(os.path.join(out_dir, "session.json"))
     report = build_report(session)
     attach_sources(report)
+    report = clean_tree(redact_tree(report, secrets))  # the culprits' source lines are user text too
     report["plots"] = write_plots(report, out_dir) if "md" in formats else []
     report["frames"] = write_frames(session, out_dir)
     paths = {}

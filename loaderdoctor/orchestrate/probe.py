@@ -16,7 +16,7 @@ from loaderdoctor.observe import envinfo
 from loaderdoctor.observe.gpu import Gpus
 from loaderdoctor.orchestrate import experiments as stages
 from loaderdoctor.orchestrate.outputs import write_outputs
-from loaderdoctor.orchestrate.supervise import StageResult
+from loaderdoctor.orchestrate.supervise import StageResult, hold_interrupts
 from loaderdoctor.orchestrate.target import Target
 from loaderdoctor.protocol import DEFAULT_STEPS, DEFAULT_WARMUP
 from loaderdoctor.session import Session
@@ -50,10 +50,19 @@ def plan(opts: ProbeOptions) -> list[str]:
     return [s for s in ALL_STAGES if s in opts.stages]
 
 
-def _never_iterated(res: StageResult) -> str | None:
+def never_iterated(res: StageResult) -> str | None:
     """Why the target is not probe-able, when it never started iterating a DataLoader."""
-    if any(e.get("e") in ("it", "b", "it_error") for e in res.events) or res.status == "hang":
+    if any(e.get("e") in ("it", "b", "it_error") for e in res.events):
         return None
+    if res.status == "hang":
+        if any(e.get("e") == "loader" for e in res.events):
+            return None  # it built a loader and froze before its first batch: a hang to report
+        c = (res.hang or {}).get("culprit")
+        at = f" It was last in {c.get('function')} at {c.get('file')}:{c.get('line')}." if c else ""
+        return (f"The script ran for {res.seconds:.0f} s without building a torch DataLoader (no progress for "
+                f"{(res.hang or {}).get('idle_s', 0):.0f} s), so there was nothing to measure.{at} If it does build "
+                "one later, raise --timeout / --first-batch-timeout; if it never does, it has no data pipeline "
+                "for loaderdoctor to diagnose.")
     ex = res.exit or {}
     if ex.get("how") == "exception":
         exc = ex.get("exc") or {}
@@ -103,10 +112,10 @@ def probe(target: Target, opts: ProbeOptions, *, on_stage: Callable[[str, StageR
         base = ctx.run("baseline")
         if base is None:
             raise LoaderDoctorError("The --budget is too small to run even the baseline.", EXIT_USAGE)
-        why = _never_iterated(base)
+        why = never_iterated(base)
         if why:
             session.ended = time.time()
-            written = write_outputs(session, out_dir)
+            written = write_outputs(session, out_dir, secrets=target.secrets)
             raise LoaderDoctorError(why, EXIT_USAGE, report_path=written["paths"].get("md"))
         if target.kind == "notebook" and "script-form" in wanted:
             stages.script_form(ctx)
@@ -140,10 +149,11 @@ def probe(target: Target, opts: ProbeOptions, *, on_stage: Callable[[str, StageR
                 ctx.skip("confirm", "the current loader settings are already the best measured: nothing to confirm")
             else:
                 stages.confirm(ctx, settings)
-    except stages.Interrupted:
+    except (stages.Interrupted, KeyboardInterrupt):
+        hold_interrupts()
         session.interrupted = True
         session.ended = time.time()
-        written = write_outputs(session, out_dir)
+        written = write_outputs(session, out_dir, secrets=target.secrets)
         raise LoaderDoctorError(
             "Interrupted: loaderdoctor ended the script and its workers. A partial report of what was measured "
             f"is in {written['paths'].get('md')}.", EXIT_INTERRUPTED, report_path=written["paths"].get("md"))
@@ -152,4 +162,4 @@ def probe(target: Target, opts: ProbeOptions, *, on_stage: Callable[[str, StageR
                 and name not in ("workers", "context", "script-form"):
             ctx.skip(name, "not run")
     session.ended = time.time()
-    return write_outputs(session, out_dir)
+    return write_outputs(session, out_dir, secrets=target.secrets)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -25,7 +26,9 @@ from loaderdoctor.frames import ProcessStack, parse_faulthandler
 from loaderdoctor.observe import envinfo, procs
 from loaderdoctor.observe import stacks as stackcap
 from loaderdoctor.observe.sampling import TreeSampler
+from loaderdoctor.orchestrate import logcap
 from loaderdoctor.protocol import (
+    ARGV_ENV,
     DEFAULT_STEPS,
     DEFAULT_WARMUP,
     EVENT_FD_ENV,
@@ -40,7 +43,8 @@ from loaderdoctor.protocol import (
 class StageSpec:
     name: str
     target: str
-    argv: list[str] = field(default_factory=list)
+    argv: list[str] = field(default_factory=list)  # what the script gets (secrets included: never written)
+    recorded_argv: list[str] | None = None  # what spec.json says (secrets as ***); default: argv
     steps: int = DEFAULT_STEPS
     warmup: int = DEFAULT_WARMUP
     timeout: float = 60.0
@@ -79,6 +83,7 @@ class StageResult:
     oom_kills: dict = field(default_factory=dict)  # kernel OOM-kill counters that rose: {source: increase}
     started: float | None = None  # wall clock (time.time()) at the stage's start
     reruns: list[dict] = field(default_factory=list)  # workers caught re-running the script (mpmain)
+    log_cuts: dict = field(default_factory=dict)  # {log name: {cut_bytes}}: logs kept to head and tail
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -153,7 +158,18 @@ class _Watch:
             self.on_event(ev)
 
 
-STOP_GRACE_S = 2.0  # a runner that said "stop" has this long to say "exit" before it is ended
+def hold_interrupts() -> None:
+    """Ignore further Ctrl-C and SIGTERM: the run is being ended and what was measured written
+    (bounded: every wait there has a timeout). The process exits right after."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(sig, signal.SIG_IGN)
+        except (ValueError, OSError):  # not the main thread
+            pass
+
+
+STOP_GRACE_S = 2.0
+LOG_HEAD = LOG_TAIL = 1_000_000  # bytes of a stage's stdout/stderr kept at each end; the middle is cut, and said  # a runner that said "stop" has this long to say "exit" before it is ended
 
 
 def _start_child(spec: StageSpec, stage_dir: str, stack_dir: str, run_id: str) -> tuple[subprocess.Popen, int]:
@@ -163,7 +179,7 @@ def _start_child(spec: StageSpec, stage_dir: str, stack_dir: str, run_id: str) -
     spec_path = os.path.join(stage_dir, "spec.json")
     RunnerSpec(
         target=os.path.abspath(spec.target), stage_dir=os.path.abspath(stage_dir), stack_dir=os.path.abspath(stack_dir),
-        argv=list(spec.argv), kind=spec.kind, steps=spec.steps, warmup=spec.warmup, max_seconds=spec.max_seconds,
+        argv=list(spec.argv if spec.recorded_argv is None else spec.recorded_argv), kind=spec.kind, steps=spec.steps, warmup=spec.warmup, max_seconds=spec.max_seconds,
         overrides=spec.overrides, override_site=spec.override_site, mode=spec.mode, target_site=spec.target_site,
         drain_seconds=spec.drain_seconds,
     ).save(spec_path)
@@ -173,9 +189,10 @@ def _start_child(spec: StageSpec, stage_dir: str, stack_dir: str, run_id: str) -
     env[EVENT_FD_ENV] = str(w)
     env[RUN_ID_ENV] = run_id
     env[PARENT_PID_ENV] = str(os.getpid())
+    env[ARGV_ENV] = json.dumps(list(spec.argv))  # the real arguments travel in memory, never on disk
     env.setdefault("PYTHONUNBUFFERED", "1")
-    with open(os.path.join(stage_dir, "stdout.log"), "wb") as out, \
-            open(os.path.join(stage_dir, "stderr.log"), "wb") as err:
+    with logcap.open_log(os.path.join(stage_dir, "stdout.log")) as out, \
+            logcap.open_log(os.path.join(stage_dir, "stderr.log")) as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "loaderdoctor.child.runner", spec_path],
             stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
@@ -231,7 +248,8 @@ def _watch_until_done(spec: StageSpec, proc: subprocess.Popen, watch: _Watch, ru
                 return "failed", f"stage exceeded its time limit of {hard_limit:.0f} s", None
             time.sleep(poll)
     except KeyboardInterrupt:
-        return "interrupted", "interrupted by the user (Ctrl-C); the run was ended", None
+        hold_interrupts()  # a second Ctrl-C must not cut short the ending of the tree and the partial report
+        return "interrupted", "interrupted by the user (Ctrl-C or SIGTERM); the run was ended", None
     return None, "", None
 
 
@@ -249,6 +267,8 @@ def run_stage(spec: StageSpec, run_dir: str, *, on_event: Callable[[dict], None]
     started = time.time()
     t_start = clock()
     proc, r = _start_child(spec, stage_dir, stack_dir, run_id)
+    cappers = [logcap.LogCapper(os.path.join(stage_dir, name), LOG_HEAD, LOG_TAIL).start()
+               for name in ("stdout.log", "stderr.log")]
     reader = _Reader(r, watch.handle)
     reader.start()
     sampler = _sampler(spec, proc, watch, gpus)
@@ -271,6 +291,7 @@ def run_stage(spec: StageSpec, run_dir: str, *, on_event: Callable[[dict], None]
         except subprocess.TimeoutExpired:
             pass
         reader.join(timeout=5)
+        log_cuts = {os.path.basename(c.path): cut for c in cappers if (cut := c.stop())}
     result = StageResult(
         name=spec.name, status=status or "ok", seconds=round(clock() - t_start, 3), detail=detail,
         events=watch.events, exit=watch.exit, returncode=proc.returncode, hang=hang,
@@ -280,7 +301,7 @@ def run_stage(spec: StageSpec, run_dir: str, *, on_event: Callable[[dict], None]
         samples=sampler.summary() if sampler is not None else None,
         window=([round(watch.b_first - sampler.t0, 3), round(watch.b_last - sampler.t0, 3)]
                 if sampler is not None and watch.b_first else None),
-        started=started, reruns=_reruns(stage_dir),
+        started=started, reruns=_reruns(stage_dir), log_cuts=log_cuts,
     )
     if status is None:
         _classify_end(result)

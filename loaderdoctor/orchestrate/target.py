@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 
 from loaderdoctor.errors import EXIT_USAGE, LoaderDoctorError
+from loaderdoctor.orchestrate.redact import redact_argv
 
 DEMO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "demo", "train_demo.py")
 
@@ -15,16 +16,22 @@ DEMO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 class Target:
     path: str
     kind: str  # script | notebook | demo
-    argv: list[str] = field(default_factory=list)
+    argv: list[str] = field(default_factory=list)  # what the script gets, secrets included
+    redact: list[str] = field(default_factory=list)  # more argument names whose values are secret
+
+    def __post_init__(self) -> None:
+        self.recorded_argv, self.secrets = redact_argv(self.argv, self.redact)
 
     def to_dict(self) -> dict:
-        return {"path": self.path, "kind": self.kind, "argv": list(self.argv)}
+        """What is recorded: the arguments with secret values as ***."""
+        return {"path": self.path, "kind": self.kind, "argv": list(self.recorded_argv)}
 
 
-def resolve(path: str | None, argv: list[str] | None = None) -> Target:
+def resolve(path: str | None, argv: list[str] | None = None, redact: list[str] | None = None) -> Target:
     argv = list(argv or [])
+    redact = list(redact or [])
     if path is None:
-        return Target(DEMO, "demo", argv)
+        return Target(DEMO, "demo", argv, redact)
     if not os.path.exists(path):
         raise LoaderDoctorError(
             f"{path}: no such file. Give the training script to probe (e.g. `loaderdoctor probe train.py`), "
@@ -40,7 +47,7 @@ def resolve(path: str | None, argv: list[str] | None = None) -> Target:
             notebook.validate(path)
         except ValueError as exc:
             raise LoaderDoctorError(f"{path} cannot be probed: {exc}.", EXIT_USAGE) from None
-        return Target(os.path.abspath(path), "notebook", argv)
+        return Target(os.path.abspath(path), "notebook", argv, redact)
     try:
         with open(path, "rb") as f:
             source = f.read()
@@ -58,4 +65,4 @@ def resolve(path: str | None, argv: list[str] | None = None) -> Target:
             EXIT_USAGE) from None
     except ValueError as exc:
         raise LoaderDoctorError(f"{path} is not a Python script ({exc}).", EXIT_USAGE) from None
-    return Target(os.path.abspath(path), "script", argv)
+    return Target(os.path.abspath(path), "script", argv, redact)

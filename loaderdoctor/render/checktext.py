@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from loaderdoctor.errors import EXIT_INTERRUPTED, EXIT_OK
 from loaderdoctor.render.text import frame_line
+from loaderdoctor.textsafe import clean
 
 STACK_FRAMES_SHOWN = 8
 
@@ -54,4 +55,4 @@ def format_result(r: dict) -> str:
         lines.append("loaderdoctor check: interrupted; the script and its workers were ended.")
     else:
         lines.append(f"loaderdoctor check: FAILED. {r['detail']}. The script's stderr is in {r['stderr_path']}.")
-    return "\n".join(lines)
+    return clean("\n".join(lines))  # user text: no raw escape reaches a terminal or a CI log

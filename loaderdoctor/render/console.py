@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from loaderdoctor.render.text import VERDICT_TEXT, ms, pct
+from loaderdoctor.textsafe import clean
 
 
 class ProbeView:
@@ -29,7 +30,7 @@ class ProbeView:
             self.c.print(f"  stage {escape(name)} ...")
         else:
             self.c.print(f"  stage {escape(name)}: {res.status} in {res.seconds:.1f} s "
-                         f"({escape(res.detail)})")
+                         f"({escape(clean(res.detail))})")
 
     def on_event(self, ev: dict) -> None:
         self.c.print(escape(json.dumps(ev)), style="dim")
