@@ -125,6 +125,32 @@ def check(
 
 
 @app.command()
+def attach(
+    pid: int = typer.Argument(..., help="PID of the running training process (or of its launcher, e.g. torchrun)."),
+    duration: float = typer.Option(10.0, "--duration", min=1.0, help="Seconds to sample the live process tree."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=1.0,
+                                            help="Watchdog mode: sample this long; exit 3 if frozen the whole time."),
+    out_dir: str = typer.Option("loaderdoctor-attach", "--out", help="Where the reports are written."),
+) -> None:
+    """Diagnose a running (or frozen) training process and its workers in place, without stopping it."""
+    from loaderdoctor.orchestrate import attach as core
+    from loaderdoctor.orchestrate import outpaths
+
+    _sigterm_as_interrupt()
+    try:
+        out_dir = outpaths.check_out_dir(out_dir)
+        result = core.attach(pid, duration=duration, timeout=timeout, out=out_dir)
+    except LoaderDoctorError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        err.print("[bold red]loaderdoctor:[/] interrupted; the job was not touched and nothing was written.",
+                  soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED)
+    (out if result["exit_code"] == 0 else err).print(escape(clean(core.format_summary(result))), soft_wrap=True)
+    raise typer.Exit(result["exit_code"])
+
+
+@app.command()
 def report(
     report_json: str = typer.Argument(..., help="A report.json written by `loaderdoctor probe`."),
     fmt: str = typer.Option("html", "--format", help="html or md."),

@@ -309,12 +309,16 @@ def context_rows(session: Session) -> list[dict]:
         stderr = st.get("stderr_tail") or ""
         missing = _MISSING_ATTR.search(stderr)
         exc = ((st.get("exit") or {}).get("exc") or {})
+        text = f"{st.get('detail', '')} {exc.get('message') or ''} {stderr}"
+        worker_failed = st["status"] == "hang" or any(e.get("e") == "wexit" for e in st.get("events", [])) \
+            or "DataLoader worker" in text
         rows.append({
             "method": method, "stage": stage_name, "status": st["status"], "detail": st.get("detail", ""),
             "threads_at_start": threads, "native_pools": pools,
             "cuda_init": any(e.get("cuda_init") for e in its),
             "pickle": pickle_ev, "bootstrap_error": "bootstrapping phase" in stderr,
             "missing_main_attr": missing.group(1) if missing else None,
+            "reruns": st.get("reruns") or [], "worker_failed": worker_failed,
             "error": f"{exc.get('type')}: {(exc.get('message') or '').strip().splitlines()[0]}" if exc.get("type")
             and exc.get("message") else None,
         })

@@ -54,7 +54,7 @@ def _caught(what: str) -> None:
 
 def _guard() -> list:
     """Patch the two signs of training; returns what to restore."""
-    import torch.optim
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
     from torch.utils.data import DataLoader
 
     orig_iter = DataLoader.__iter__
@@ -69,7 +69,7 @@ def _guard() -> list:
             _caught("took an optimizer step")
 
     DataLoader.__iter__ = __iter__
-    handle = torch.optim.optimizer.register_optimizer_step_pre_hook(pre_step)
+    handle = register_optimizer_step_pre_hook(pre_step)
     return [lambda: setattr(DataLoader, "__iter__", orig_iter), handle.remove]
 
 
@@ -85,4 +85,7 @@ def _run() -> dict:
 
 if __name__ == "__mp_main__":
     _user_globals = _run()
-    globals().update({k: v for k, v in _user_globals.items() if k not in ("__name__", "__spec__", "__loader__")})
+    # The script's names become this module's (pickles refer to __main__.Name); __file__ stays
+    # this file's, so a forkserver's children see their main module already loaded.
+    _KEEP = ("__name__", "__spec__", "__loader__", "__file__", "__cached__")
+    globals().update({k: v for k, v in _user_globals.items() if k not in _KEEP})

@@ -113,7 +113,9 @@ def workers_sweep(ctx: Ctx, loader_only_res: StageResult | None) -> int | None:
         if load:
             loads[n] = load
         if tuning.should_stop(rates):
-            why = "two steps in a row gained under 5%"
+            failed = [m for m, r in rates[-2:] if r is None]
+            why = (f"two configurations in a row were not measured ({', '.join(map(str, failed))} workers failed)"
+                   if len(failed) == 2 else "two steps in a row gained under 5%")
             break
         at = tuning.best_within(rates, eff)
         limited = tuning.cpu_limited(loads.get(at)) if at is not None else None

@@ -6,7 +6,7 @@ import os
 
 from loaderdoctor.analysis import stepstats
 from loaderdoctor.analysis.report import build_report
-from loaderdoctor.orchestrate.redact import redact_tree
+from loaderdoctor.redact import redact_tree
 from loaderdoctor.render import get as get_renderer
 from loaderdoctor.render import trace
 from loaderdoctor.session import Session

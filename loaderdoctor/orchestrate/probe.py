@@ -146,7 +146,11 @@ def probe(target: Target, opts: ProbeOptions, *, on_stage: Callable[[str, StageR
             if not base_ok:
                 ctx.skip("confirm", f"the baseline ended in '{base.status}'")
             elif not settings:
-                ctx.skip("confirm", "the current loader settings are already the best measured: nothing to confirm")
+                failed = [s["name"] for s in session.stages if s["name"] != "baseline"
+                          and not s["name"].startswith("context-") and s["status"] != "ok"]
+                ctx.skip("confirm", "nothing to confirm: no measured setting beat the current one"
+                         + (f" (not measured: {', '.join(failed)} failed)" if failed else
+                            "; the current loader settings are the best measured"))
             else:
                 stages.confirm(ctx, settings)
     except (stages.Interrupted, KeyboardInterrupt):

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 
 from loaderdoctor.errors import EXIT_USAGE, LoaderDoctorError
-from loaderdoctor.orchestrate.redact import redact_argv
+from loaderdoctor.redact import redact_argv
 
 DEMO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "demo", "train_demo.py")
 

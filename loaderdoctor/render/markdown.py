@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TextIO
 
+from loaderdoctor.render.attach import markdown_section
+from loaderdoctor.render.mdtable import _cell, _fence, _table
 from loaderdoctor.render.text import (
     VERDICT_TEXT,
     baseline_method,
@@ -13,23 +15,6 @@ from loaderdoctor.render.text import (
     num,
     pct,
 )
-
-
-def _cell(x) -> str:
-    s = "" if x is None else str(x)
-    return s.replace("|", "\\|").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _table(out: TextIO, headers: list[str], rows: list[list]) -> None:
-    out.write("| " + " | ".join(headers) + " |\n")
-    out.write("|" + "---|" * len(headers) + "\n")
-    for row in rows:
-        out.write("| " + " | ".join(_cell(c) for c in row) + " |\n")
-    out.write("\n")
-
-
-def _fence(text: str) -> str:
-    return "```\n" + text.replace("```", "`\u200b``") + "\n```\n"
 
 
 def _baseline_method_row(r: dict) -> list[list]:
@@ -223,6 +208,8 @@ def _environment(r: dict, out: TextIO) -> None:
            ("python", "torch", "platform", "cpu_count_effective", "cpu_affinity", "cpu_quota", "start_method_default",
             "shm_bytes_total", "memory_total_bytes", "cgroup_memory_limit_bytes", "open_files_limit", "gpu_status")])
 
+    if r.get("mode") == "attach":
+        return
     out.write("## How these numbers were measured\n\n")
     out.write("Each stage ran the target in a child process of its own. A hook on the DataLoader iterator's "
               "`__next__` timed the wait for each batch; compute is the time from a batch being handed over to "
@@ -231,7 +218,12 @@ def _environment(r: dict, out: TextIO) -> None:
               "excluded from the step statistics. A stage with no event for `--timeout` seconds is a hang.\n")
 
 
-SECTIONS = (_head, _findings, _recommendation, _baseline, _sweep, _confirm, _transforms, _context, _loaders_and_stages, _failures, _environment)
+def _attach(r: dict, out: TextIO) -> None:
+    if r.get("mode") == "attach":
+        markdown_section(r, out)
+
+
+SECTIONS = (_head, _findings, _recommendation, _baseline, _attach, _sweep, _confirm, _transforms, _context, _loaders_and_stages, _failures, _environment)
 
 
 def render(r: dict, out: TextIO) -> None:

@@ -14,6 +14,7 @@ from loaderdoctor.analysis.rules.common import (
     _real,
     _train_loader,
 )
+from loaderdoctor.analysis.rules.completeness import rule_probe_incomplete
 from loaderdoctor.analysis.rules.context import (
     rule_cuda_before_fork,
     rule_fork_unsafe,
@@ -39,7 +40,8 @@ __all__ = ["THRESHOLDS", "Finding", "RULES", "diagnose", "recommendation", "verd
 
 RULES: list[Rule] = [rule_hang, rule_crashes, rule_data_or_compute_bound, rule_workers, rule_slow_transform,
                      rule_slow_collate, rule_worker_startup, rule_fork_unsafe, rule_spawn_unsafe, rule_shm_small,
-                     rule_fd_limit, rule_cuda_before_fork, rule_thread_oversubscription, rule_notebook_only]
+                     rule_fd_limit, rule_cuda_before_fork, rule_thread_oversubscription, rule_notebook_only,
+                     rule_probe_incomplete]
 
 
 def verdict(r: dict) -> str:

@@ -9,8 +9,8 @@ def rule_fork_unsafe(r: dict) -> list[Finding]:
     runs = _runs(r)
     fork = runs.get("fork")
     ok_others = [m for m in ("spawn", "forkserver") if runs.get(m, {}).get("status") == "ok"]
-    if not fork or fork["status"] not in ("hang", "crash") or not ok_others:
-        return []
+    if not fork or fork["status"] not in ("hang", "crash") or not ok_others or not fork.get("worker_failed"):
+        return []  # a failure that is not the workers' (ours, a framework's) says nothing of fork
     bits = []
     if fork["threads_at_start"]:
         bits.append(f"threads alive when the workers were forked: {', '.join(fork['threads_at_start'])}")
@@ -37,7 +37,19 @@ def rule_spawn_unsafe(r: dict) -> list[Finding]:
     row = runs[failed[0]]
     static = r.get("static") or {}
     pk = row.get("pickle")
-    if pk and pk.get("path"):
+    if not (pk and pk.get("path")) and not row.get("bootstrap_error") and not row.get("reruns") \
+            and not row.get("missing_main_attr") and not row.get("worker_failed"):
+        return []  # nothing of the workers failed: not evidence against the script (probe-incomplete says it)
+    rerun = (row.get("reruns") or [None])[0]
+    if rerun:
+        fr = rerun.get("frame") or {}
+        at = f" at {fr.get('file')}:{fr.get('line')}" if fr else ""
+        title = "No `if __name__ == \"__main__\":` guard: spawn workers re-run the script's training"
+        reason = (f"each {failed[0]} worker re-imports the script as __mp_main__ and runs its top level again; one "
+                  f"{rerun.get('what')}{at} (loaderdoctor ended it before it could train)")
+        fix = ("Put the training code in a function and call it under `if __name__ == \"__main__\":`; keep the "
+               "Dataset class, collate_fn and worker_init_fn at module level.")
+    elif pk and pk.get("path"):
         title = f"{pk['path']} cannot be pickled for {failed[0]} workers"
         reason = f"`{pk['path']}` ({pk.get('type')}) cannot be pickled: {pk.get('error')}"
         fix = (f"Make `{pk['path']}` picklable: a module-level function or class instead of a lambda or a local "

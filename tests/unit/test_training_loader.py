@@ -1,0 +1,142 @@
+"""The step is the optimizer's: which loader is training, what the loop's boundary says,
+how the child leaves, and what a failed experiment may (not) claim. No process started."""
+
+from __future__ import annotations
+
+import pytest
+
+from loaderdoctor.analysis import stepstats
+from loaderdoctor.analysis.rules import diagnose
+from loaderdoctor.analysis.rules.completeness import rule_probe_incomplete
+from loaderdoctor.analysis.rules.context import rule_fork_unsafe, rule_spawn_unsafe
+from loaderdoctor.child.recorder import Recorder, StopProbe
+
+
+def _events(train_batches=10, eval_batches=30):
+    """A training epoch on loader 0 (an optimizer step after each batch), then a longer
+    evaluation pass on loader 1 under no_grad: "most batches" would pick the eval loader."""
+    ev, t = [{"e": "it", "l": 0, "t": 0.0, "workers": []}], 0.0
+    for i in range(train_batches):
+        t += 0.01
+        ev.append({"e": "b", "l": 0, "i": i, "w": 0.004, "c": None if i == 0 else 0.006, "n": 8, "t": t,
+                   **({"s": 0.01, "g": 1} if i == 0 else {})})
+        ev.append({"e": "o", "l": 0, "t": t + 0.006, "f": 0.005 if i else None})
+    ev.append({"e": "end", "l": 0, "c": 0.006, "why": "epoch"})
+    ev.append({"e": "it", "l": 1, "t": t, "workers": []})
+    for i in range(eval_batches):
+        ev.append({"e": "b", "l": 1, "i": i, "w": 0.001, "c": None if i == 0 else 0.001, "n": 8, "g": 0,
+                   **({"s": 0.001} if i == 0 else {})})
+    return ev
+
+
+def test_the_loader_the_optimizer_follows_is_training_not_the_longest():
+    ev = _events()
+    by = stepstats.steps_by_loader(ev)
+    assert len(by[1].steps) > len(by[0].steps)
+    assert stepstats.train_loader(by, ev) == 0
+    roles = stepstats.loader_roles(ev)
+    assert stepstats.role_of(0, 0, roles)[0] == "train" and "optimizer steps" in stepstats.role_of(0, 0, roles)[1]
+    role, why = stepstats.role_of(1, 0, roles)
+    assert role == "eval" and "gradients disabled" in why
+
+
+def test_without_optimizer_the_grad_enabled_loader_wins_then_the_longest():
+    ev = [e for e in _events() if e["e"] != "o"]
+    by = stepstats.steps_by_loader(ev)
+    assert stepstats.train_loader(by, ev) == 0  # loader 1 was drawn under no_grad
+    plain = [dict(e, g=1) if e["e"] == "b" else e for e in ev]
+    assert stepstats.train_loader(by, plain) == 1  # nothing tells them apart: the most batches
+
+
+def test_loop_boundary_is_the_wait_between_steps():
+    ev = _events(train_batches=30)
+    loop = stepstats.loop_boundaries(ev, 0, skip=2)
+    assert loop["steps"] == 27
+    assert loop["wait_fraction"] == pytest.approx(0.5, abs=0.01)  # 5 ms of each 10 ms period
+    assert stepstats.loop_boundaries(ev, 1, skip=0) is None  # no optimizer step follows eval batches
+
+
+class _Emit:
+    def __init__(self):
+        self.lines = []
+
+    def __call__(self, line):
+        self.lines.append(line)
+
+
+def test_recorder_leaves_through_its_finish_hook_not_an_exception():
+    left = []
+    rec = Recorder(_Emit(), steps=1, warmup=0, clock=iter(range(1000)).__next__)
+    rec.finish_hook = lambda: left.append(True)
+    with pytest.raises(StopProbe):  # only because the fake hook returns; the runner's never does
+        rec.finish("steps")
+    assert left == [True] and '"e":"stop"' in rec.emit.lines[-1]
+
+
+def test_only_training_batches_count_toward_the_stop():
+    rec = Recorder(_Emit(), steps=100, warmup=0)
+    assert rec._counts(0, grad=True) and not rec._counts(1, grad=False)  # before any optimizer step
+    rec.last_site = 0
+    rec.on_optimizer_step(1.0)
+    assert rec._counts(0, grad=False) and not rec._counts(1, grad=True)
+    rec.mode = "drain"
+    assert rec._counts(1, grad=False)  # loaderdoctor's own drains count every batch
+
+
+def test_loaders_built_at_one_place_are_told_apart_by_their_dataset():
+    rec = Recorder(_Emit())
+    a = rec.loader_key("train.py:40", "accelerate/data_loader.py:prepare_data_loader", "TensorDataset/800")
+    b = rec.loader_key("train.py:40", "accelerate/data_loader.py:prepare_data_loader", "TensorDataset/200")
+    again = rec.loader_key("train.py:40", "accelerate/data_loader.py:prepare_data_loader", "TensorDataset/800")
+    assert a != b and a == again and b.endswith("#2")
+    assert rec.loader_key("train.py:9", "", "D/1") == "train.py:9"
+
+
+def _report(stages, rows=()):
+    return {"stages": [{"name": n, "status": s, "detail": d, "seconds": 1.0} for n, s, d in stages],
+            "start_methods": list(rows), "hangs": [], "crashes": [], "loaders": [], "baseline": {}}
+
+
+def test_a_failed_experiment_is_probe_incomplete_and_never_best_measured():
+    r = _report([("baseline", "ok", ""), ("workers-2", "crash", "RuntimeError: Please call iter(combined_loader) "
+                                          "first"), ("workers-4", "ok", "")])
+    found = rule_probe_incomplete(r)
+    assert [f.id for f in found] == ["probe-incomplete"]
+    assert "workers-2" in found[0].evidence and "2 workers" in found[0].evidence
+    assert "Please call iter" in found[0].evidence
+    assert not rule_probe_incomplete(_report([("baseline", "crash", "x"), ("workers-2", "crash", "y")]))
+
+
+def _row(method, status, **kw):
+    base = {"method": method, "stage": f"context-{method}", "status": status, "detail": kw.pop("detail", ""),
+            "threads_at_start": [], "native_pools": [], "cuda_init": False, "pickle": None,
+            "bootstrap_error": False, "missing_main_attr": None, "reruns": [], "worker_failed": False}
+    base.update(kw)
+    return base
+
+
+def test_a_start_method_that_failed_for_our_reasons_is_not_evidence_against_the_script():
+    rows = [_row("fork", "ok"), _row("spawn", "crash", detail="the runner ended without reporting (exit code 0)"),
+            _row("forkserver", "ok")]
+    r = _report([("baseline", "ok", ""), ("context-fork", "ok", ""),
+                 ("context-spawn", "crash", "the runner ended without reporting (exit code 0)"),
+                 ("context-forkserver", "ok", "")], rows)
+    assert not rule_spawn_unsafe(r)
+    assert [f.id for f in rule_probe_incomplete(r)] == ["probe-incomplete"]
+    rows[0] = _row("fork", "crash", detail="RuntimeError: Please call iter(combined_loader) first")
+    assert not rule_fork_unsafe(_report([], rows))
+
+
+def test_workers_that_rerun_the_script_are_spawn_unsafe_with_the_frame():
+    rerun = {"pid": 7, "what": "iterated a DataLoader", "frame": {"file": "/x/repro.py", "line": 12,
+                                                                  "function": "<module>"}}
+    rows = [_row("fork", "ok"), _row("spawn", "crash", reruns=[rerun]), _row("forkserver", "crash", reruns=[rerun])]
+    found = rule_spawn_unsafe(_report([], rows))
+    assert found and "re-run the script's training" in found[0].title and "repro.py:12" in found[0].evidence
+
+
+def test_diagnose_runs_every_rule_on_an_incomplete_probe():
+    r = _report([("baseline", "ok", ""), ("loader-only", "failed", "stage exceeded its time limit")])
+    r["baseline"] = {"steps": 50, "data_wait_fraction": 0.5}
+    verdict, findings, rec = diagnose(r)
+    assert verdict == "data-bound" and "probe-incomplete" in [f["id"] for f in findings]
