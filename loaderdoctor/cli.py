@@ -50,6 +50,8 @@ def probe(
     stages: Optional[str] = typer.Option(None, "--stages", help="Comma-separated stages to run."),
     max_workers: Optional[int] = typer.Option(None, "--max-workers", min=0, help="Upper bound for the sweep."),
     stack_method: str = typer.Option("auto", "--stack-method", help="auto, py-spy or faulthandler."),
+    repeats: int = typer.Option(5, "--repeats", min=1, help="Interleaved A/B pairs of the confirm run (within the "
+                                "budget); a speedup is confirmed only when its 95% interval clears the noise."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the final lines."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show events and the derivation."),
     redact: Optional[list[str]] = typer.Option(None, "--redact", help="An argument name whose value is secret "
@@ -69,7 +71,7 @@ def probe(
         tgt = target_mod.resolve(target, list(ctx.args), redact)
         opts = core.ProbeOptions(out=out_dir, timeout=timeout, first_batch_timeout=first_batch_timeout,
                                  budget=budget, steps=steps, warmup=warmup, max_workers=max_workers,
-                                 stack_method=stack_method)
+                                 stack_method=stack_method, repeats=repeats)
         if stages:
             opts.stages = [s.strip() for s in stages.split(",") if s.strip()]
         view = console_view.ProbeView(out, quiet=quiet, verbose=verbose)

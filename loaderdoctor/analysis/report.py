@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from statistics import median
 
-from loaderdoctor.analysis import crash, samples, stepstats
+from loaderdoctor.analysis import crash, samples, stats, stepstats
 from loaderdoctor.analysis import rules as diagnose
 from loaderdoctor.protocol import DEFAULT_WARMUP
 from loaderdoctor.session import Session
@@ -272,23 +273,37 @@ def transform_rows(stage: dict | None) -> tuple[list[dict], dict | None, dict]:
     return rows, collate, info
 
 
+def _run_rate(session: Session, name: str, warm: int) -> float | None:
+    """A real run's rate as the user lives it: samples/s with every later epoch's start-up."""
+    st = session.stage(name)
+    if not st or st["status"] != "ok":
+        return None
+    return stage_block(st, warm)["summary"].get("effective_samples_per_s")
+
+
 def confirm_block(session: Session, baseline: dict) -> dict | None:
+    """The interleaved A/B confirm: per pair the rate of the script as written (A) and with the
+    recommended settings (B), the median speedup with its 95% bootstrap interval, and what
+    it means (analysis/stats.verdict)."""
     settings = session.notes.get("confirm_settings")
-    st = session.stage("confirm")
     if settings is None:
         return None
-    out = {"settings": settings, "status": st["status"] if st else "skipped",
-           "baseline_samples_per_s": baseline.get("effective_samples_per_s"),
-           "confirm_samples_per_s": None, "speedup": None}
-    if st and st["status"] == "ok":
-        warm = int(session.options.get("warmup", DEFAULT_WARMUP))
-        summ = stage_block(st, warm)["summary"]
-        out["confirm_samples_per_s"] = summ.get("effective_samples_per_s")
-        out["confirm_steady_samples_per_s"] = summ.get("samples_per_s")
-        b, c = out["baseline_samples_per_s"], out["confirm_samples_per_s"]
-        if b and c:
-            out["speedup"] = round(c / b, 3)
-    return out
+    notes = session.notes.get("confirm") or {"pairs": [{"a": "baseline", "b": "confirm"}]}
+    st = session.stage("confirm")
+    warm = int(session.options.get("warmup", DEFAULT_WARMUP))
+    a = [_run_rate(session, p["a"], warm) for p in notes["pairs"]]
+    b = [_run_rate(session, p["b"], warm) for p in notes["pairs"]]
+    interval = stats.speedup_interval(a, b) if any(a) and any(b) else None
+    verdict = stats.verdict(interval) if interval else "not-measured"
+    ok_a, ok_b = [x for x in a if x], [x for x in b if x]
+    return {"settings": settings, "status": st["status"] if st else "skipped",
+            "pairs": [{**p, "a_samples_per_s": x, "b_samples_per_s": y} for p, x, y in zip(notes["pairs"], a, b)],
+            "repeats": (interval or {}).get("repeats", 0), "wanted": notes.get("wanted", 1),
+            "cut_by_budget": bool(notes.get("cut_by_budget")),
+            "baseline_samples_per_s": round(median(ok_a), 3) if ok_a else None,
+            "confirm_samples_per_s": round(median(ok_b), 3) if ok_b else None,
+            "speedup": (interval or {}).get("median"), "speedup_ci": (interval or {}).get("ci"),
+            "verdict": verdict}
 
 
 _MISSING_ATTR = re.compile(r"Can't get attribute '([^']+)' on <module '__main__'")

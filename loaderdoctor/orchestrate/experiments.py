@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from loaderdoctor.analysis import samples, stepstats, tuning
+from loaderdoctor.analysis import samples, stats, stepstats, tuning
 from loaderdoctor.orchestrate.supervise import StageResult, StageSpec, run_stage
 from loaderdoctor.orchestrate.target import Target
 from loaderdoctor.session import Session
@@ -191,9 +191,31 @@ def read_tstats(stage_dir: str) -> dict | None:
     return agg
 
 
-def confirm(ctx: Ctx, settings: dict) -> StageResult | None:
-    """Re-run the real training script with the recommended loader settings."""
-    return ctx.run("confirm", overrides=settings, override_site=ctx.train_site)
+def confirm(ctx: Ctx, settings: dict) -> None:
+    """The real training script with the recommended settings (B) against the script as
+    written (A), in interleaved pairs whose order is shuffled (A B, B A, ...) so a drift of the
+    machine favours neither arm. The first pair's A is the baseline; each later pair is two
+    fresh runs. As many pairs as --repeats asks and the budget allows (said when cut)."""
+    wanted = max(1, int(getattr(ctx.opts, "repeats", 5)))
+    base = ctx.session.stage("baseline") or {}
+    run_s = max(1.0, float(base.get("seconds") or 1.0))
+    fit = 1 + stats.pairs_in_budget(ctx.left() - run_s, run_s, maximum=wanted - 1)
+    pairs = [{"a": "baseline", "b": "confirm"}]
+    notes = {"settings": settings, "wanted": wanted, "pairs": pairs,
+             "cut_by_budget": fit < wanted}
+    ctx.session.notes["confirm"] = notes
+    if ctx.run("confirm", overrides=settings, override_site=ctx.train_site) is None:
+        return
+    for i, order in enumerate(stats.plan_pairs(min(fit, wanted) - 1, seed=7), start=1):
+        pair = {}
+        for arm in order:
+            name = f"confirm-{arm.lower()}{i}"
+            kw = {"overrides": settings, "override_site": ctx.train_site} if arm == "B" else {}
+            if ctx.run(name, **kw) is None:
+                notes["cut_by_budget"] = True
+                return
+            pair[arm.lower()] = name
+        pairs.append(pair)
 
 
 START_METHODS = ("fork", "spawn", "forkserver")

@@ -35,6 +35,7 @@ class ProbeOptions:
     stages: list[str] = field(default_factory=lambda: list(ALL_STAGES))
     max_workers: int | None = None
     stack_method: str = "auto"
+    repeats: int = 5  # interleaved A/B pairs of the confirm
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 
 def test_override_num_workers_and_context_at_one_site(tmp_path):
     spec = StageSpec("ovr", script("two_loaders.py"), steps=10, timeout=30,
-                     overrides={"num_workers": 2, "persistent_workers": True, "multiprocessing_context": "spawn"})
+                     overrides={"num_workers": 2, "persistent_workers": True, "multiprocessing_context": "fork"})
     base = run_stage(StageSpec("plain", script("two_loaders.py"), steps=10, timeout=30), str(tmp_path))
     assert base.status == "ok", base.detail
     train_site = next(l["site"] for l in loaders_from_events(base.events) if l["site"].endswith(":14"))
@@ -19,7 +19,7 @@ def test_override_num_workers_and_context_at_one_site(tmp_path):
     assert res.status == "ok", (res.detail, res.stderr_tail)
     loaders = {l["site"]: l for l in loaders_from_events(res.events)}
     train = loaders[train_site]
-    assert train["num_workers"] == 2 and train["persistent_workers"] and train["start_method"] == "spawn"
+    assert train["num_workers"] == 2 and train["persistent_workers"] and train["start_method"] == "fork"
     assert train["overridden"] == {"num_workers": 0, "persistent_workers": False, "multiprocessing_context": None}
     others = [l for s, l in loaders.items() if s != train_site]
     assert others and all(l["num_workers"] == 0 and l["overridden"] is None for l in others)

@@ -147,7 +147,7 @@ def test_script_error():
         f["script-error"]["evidence"]
 
 
-def _sweep_session(rates, current, choice, confirm_speedup=None, settings=None):
+def _sweep_session(rates, current, choice, confirm_speedup=None, settings=None, repeats=5):
     st = [stage("baseline", loader_event(nw=current) + steps(40, 0.09, 0.01))]
     for n, rate in rates:
         # a drain stage whose steady rate is `rate` samples/s (8 samples per batch)
@@ -158,8 +158,17 @@ def _sweep_session(rates, current, choice, confirm_speedup=None, settings=None):
     if settings is not None:
         notes["confirm_settings"] = settings
         if confirm_speedup is not None:
-            st.append(stage("confirm", loader_event(nw=settings["num_workers"]) +
-                            steps(40, 0.09 / confirm_speedup - 0.01 * (1 - 1 / confirm_speedup), 0.01)))
+            # interleaved pairs (the first A is the baseline), each run a little off (run-to-run drift)
+            pairs = [{"a": "baseline", "b": "confirm"}] + [{"a": f"confirm-a{i}", "b": f"confirm-b{i}"}
+                                                         for i in range(1, repeats)]
+            notes["confirm"] = {"settings": settings, "wanted": repeats, "pairs": pairs}
+            for i, p in enumerate(pairs):
+                drift = 1 + 0.02 * ((i % 3) - 1)
+                if p["a"] != "baseline":
+                    st.append(stage(p["a"], loader_event(nw=current) + steps(40, 0.09 * drift, 0.01)))
+                sp = confirm_speedup * (1 + 0.01 * (i % 2))
+                st.append(stage(p["b"], loader_event(nw=settings["num_workers"]) +
+                                steps(40, (0.09 / sp - 0.01 * (1 - 1 / sp)) * drift, 0.01)))
     return session(st, notes)
 
 
@@ -172,6 +181,19 @@ def test_too_few_workers_with_confirmed_speedup():
     assert "Confirmed on the real training script" in e
     assert f["too-few-workers"]["fix"] == "Use DataLoader(..., num_workers=4) for the training DataLoader."
     assert r["recommendation"]["num_workers"] == 4 and r["recommendation"]["measured_speedup"] >= 2.5
+    assert r["recommendation"]["status"] == "confirmed" and r["recommendation"]["repeats"] == 5
+    lo, hi = r["recommendation"]["speedup_ci"]
+    assert 1.02 < lo <= r["recommendation"]["measured_speedup"] <= hi
+
+
+def test_one_pair_is_never_confirmed():
+    """A single run each way has no interval: measured, not confirmed; the current settings stand."""
+    s = _sweep_session([(0, 100), (4, 400)], current=0, choice=4, confirm_speedup=3.0,
+                       settings={"num_workers": 4}, repeats=1)
+    r, f = findings(s)
+    rec = r["recommendation"]
+    assert rec["status"] == "not-measured" and rec["num_workers"] == 0 and rec["speedup_ci"] is None
+    assert f["too-few-workers"]["severity"] == "info" and "Not recommended" in f["too-few-workers"]["fix"]
 
 
 def test_too_few_workers_not_recommended_when_confirm_is_not_faster():

@@ -124,7 +124,7 @@ def test_data_bound_finding_quotes_the_measurement():
     v, findings, rec = diagnose.diagnose(_report(0.62))
     (f,) = findings
     assert f["id"] == "data-bound" and "62%" in f["evidence"] and "50 measured steps" in f["evidence"]
-    assert "num_workers" in f["fix"] and "(now 0)" in f["fix"]
+    assert "more workers" in f["fix"] and "(now 0)" in f["fix"]
     assert rec["measured_speedup"] is None  # nothing confirmed: no number is made up
 
 

@@ -7,6 +7,7 @@ quotes numbers from this run. Thresholds live in common.THRESHOLDS (README: How 
 
 from __future__ import annotations
 
+from loaderdoctor.analysis.rules import weigh
 from loaderdoctor.analysis.rules.common import (
     THRESHOLDS,
     Finding,
@@ -29,7 +30,6 @@ from loaderdoctor.analysis.rules.resources import (
     rule_thread_oversubscription,
 )
 from loaderdoctor.analysis.rules.throughput import (
-    _confirmed_faster,
     rule_data_or_compute_bound,
     rule_worker_startup,
     rule_workers,
@@ -61,8 +61,10 @@ def verdict(r: dict) -> str:
 
 
 def recommendation(r: dict, best: dict | None = None) -> dict:
-    """The loader settings to use: the measured best where a stage measured one, else the
-    current settings unchanged (never a guessed improvement)."""
+    """The loader settings to use: the confirmed candidate when its interval clears the noise;
+    a cheaper candidate (fewer workers) that is as fast within noise; else the current
+    settings unchanged, never a guessed improvement. Status: confirmed, within-noise or
+    not-measured, with the confirm's median speedup, its 95% interval and the pairs run."""
     loader = _train_loader(r) or {}
     rec = {
         "num_workers": loader.get("num_workers"),
@@ -70,30 +72,49 @@ def recommendation(r: dict, best: dict | None = None) -> dict:
         "persistent_workers": loader.get("persistent_workers"),
         "prefetch_factor": loader.get("prefetch_factor"),
         "multiprocessing_context": loader.get("start_method"),
-        "measured_speedup": None,
+        "measured_speedup": None, "speedup_ci": None, "repeats": 0, "status": "not-measured",
         "basis": "current settings (no stage measured a better configuration)",
     }
-    confirm = r.get("confirm") or {}
-    faster = _confirmed_faster(r)
-    if best and faster:
+    c = r.get("confirm") or {}
+    if not best:
+        return rec
+    if c.get("speedup") is None:
+        rec["basis"] = f"not confirmed (confirm run: {c.get('status')}); current settings kept"
+        return rec
+    rec.update(measured_speedup=c["speedup"], speedup_ci=c.get("speedup_ci"), repeats=c.get("repeats", 0))
+    ci = c.get("speedup_ci")
+    span = f"{c['speedup']:.2f}x (95% interval {ci[0]:.2f}-{ci[1]:.2f}, {c['repeats']} interleaved pairs)" if ci \
+        else f"{c['speedup']:.2f}x from {c.get('repeats', 0)} pair (no interval: too few repeats)"
+    if c.get("verdict") == "confirmed":
         rec.update({k: v for k, v in best.items() if k in rec})
-        rec["measured_speedup"] = confirm["speedup"]
-        rec["basis"] = "confirmed: the real training script re-run with these settings"
-    elif best and faster is False:
-        rec["measured_speedup"] = confirm["speedup"]
-        rec["basis"] = (f"the confirm run with {confirm['settings']} was not faster ({confirm['speedup']:.2f}x): "
-                        "keep the current settings")
-    elif best:
-        rec["basis"] = f"not confirmed (confirm run: {confirm.get('status')}); current settings kept"
+        rec["status"] = "confirmed"
+        rec["basis"] = f"confirmed on the real training script: {span}"
+        return rec
+    rec["status"] = "within-noise" if ci else "not-measured"
+    cheaper = (best.get("num_workers") or 0) < (loader.get("num_workers") or 0) and _keeps_semantics(loader, best)
+    if cheaper and c.get("verdict") == "within-noise":
+        rec.update({k: v for k, v in best.items() if k in rec})
+        rec["basis"] = f"as fast within noise and cheaper (fewer worker processes): {span}"
+    else:
+        rec["basis"] = f"{c['settings']} measured {span}: not faster beyond the noise, the current settings stand"
     return rec
 
 
+def _keeps_semantics(loader: dict, settings: dict) -> bool:
+    """Dropping every worker bypasses a worker_init_fn (and an IterableDataset's worker sharding)."""
+    if (settings.get("num_workers") or 0) == 0 and (loader.get("num_workers") or 0) > 0:
+        return not loader.get("worker_init_fn") and "Iterable" not in str(loader.get("dataset") or "")
+    return True
+
+
 def diagnose(r: dict, rules: list[Rule] | None = None, best: dict | None = None) -> tuple[str, list[dict], dict]:
-    """Verdict, findings (ordered) and recommendation; `best` is the confirmed candidate's full
-    settings (the current loader's, with the confirm run's changes), when there was one."""
-    findings: list[Finding] = []
+    """Verdict, findings (weighed by impact and ordered) and recommendation; `best` is the
+    confirmed candidate's full settings (the current loader's, with the confirm run's
+    changes), when there was one. The recommendation is decided first, so that the rules tell
+    its story (rules.weigh drops what it rejects)."""
+    rec = recommendation(r, best)
+    v = verdict(r)
+    found: list[Finding] = []
     for rule in rules or RULES:
-        findings.extend(rule(r))
-    order = {"critical": 0, "warning": 1, "info": 2}
-    findings.sort(key=lambda f: order.get(f.severity, 3))
-    return verdict(r), [f.to_dict() for f in findings], recommendation(r, best)
+        found.extend(rule(dict(r, recommendation=rec, verdict=v)))
+    return v, weigh.finalize(found, r, v, rec), rec

@@ -13,6 +13,10 @@ THRESHOLDS = {
     "compute_bound_fraction": 0.05,
     # fewer measured steps than this and the baseline verdict is inconclusive
     "min_steps": 5,
+    # fewer measured steps than this (or any hang or crash) and no throughput finding is made
+    "min_steps_findings": 20,
+    # a confirmed speedup: the low end of its 95% interval over this (analysis/stats.MIN_LO)
+    "confirm_min_lo": 1.02,
     # the sweep: a configuration must beat the current one by this much (loader-only rate)
     "workers_gain": 0.10,
     # fewer workers that reach at least this share of the current rate are "as fast"
@@ -49,9 +53,13 @@ class Finding:
     title: str
     evidence: str
     fix: str
+    impact: dict | None = None  # {share, ms_per_step, ceiling}: what fixing it can gain at most
+    proposes: dict | None = None  # settings it advises (kept out of report.json)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d.pop("proposes")
+        return d
 
 
 Rule = Callable[[dict], list[Finding]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from loaderdoctor.analysis.rules.common import THRESHOLDS, Finding, _loader_matters
+from loaderdoctor.analysis.rules.weigh import impact_of
 
 
 def rule_slow_transform(r: dict) -> list[Finding]:
@@ -20,7 +21,8 @@ def rule_slow_transform(r: dict) -> list[Finding]:
                     f"{top['name']} (step {top['position']}) costs {top['ms_per_sample']:.2f} ms per sample of "
                     f"{info.get('sample_ms')} ms. Shares: {ranked}.",
                     f"Make {top['name']} cheaper (a vectorised or native implementation, smaller inputs), cache its "
-                    "output if it is deterministic, or run it on the GPU after the batch is loaded.")]
+                    "output if it is deterministic, or run it on the GPU after the batch is loaded.",
+                    impact=impact_of(top["share"] * _wait(r), r))]
 
 
 def rule_slow_collate(r: dict) -> list[Finding]:
@@ -31,4 +33,10 @@ def rule_slow_collate(r: dict) -> list[Finding]:
                     f"collate_fn took {c['ms_per_batch']:.2f} ms per batch, {100 * c['share']:.0f}% of the time "
                     "the loader's processes spent fetching (samples + collate).",
                     "Return arrays/tensors from __getitem__ (not Python lists or dicts of scalars), collate with "
-                    "torch.stack on pre-allocated tensors, or use batched reads (__getitems__).")]
+                    "torch.stack on pre-allocated tensors, or use batched reads (__getitems__).",
+                    impact=impact_of(c["share"] * _wait(r), r))]
+
+
+def _wait(r: dict) -> float:
+    """The step's data-wait share: a part of the pipeline costs the step at most its share of it."""
+    return (r.get("baseline") or {}).get("data_wait_fraction") or 0.0

@@ -11,6 +11,7 @@ from loaderdoctor.analysis.rules.common import (
     _pct,
     _train_loader,
 )
+from loaderdoctor.analysis.rules.weigh import impact_of
 
 
 def rule_data_or_compute_bound(r: dict) -> list[Finding]:
@@ -21,13 +22,12 @@ def rule_data_or_compute_bound(r: dict) -> list[Finding]:
     ev = (f"Over {b['steps']} measured steps of the real training run, the step waited for data "
           f"{_pct(frac)} of the time (median wait {_ms((b.get('wait_s') or {}).get('median'))}, median compute "
           f"{_ms((b.get('compute_s') or {}).get('median'))}, {b.get('samples_per_s')} samples/s).")
+    if b.get("wait_method") == "loop boundary":
+        ev += (f" Measured at the loop's boundary (from each optimizer step's end to the model's next forward: "
+               f"loading plus what wraps the batch); the loader's own wait was {_pct(b.get('loader_wait_fraction'))}.")
     if frac >= THRESHOLDS["data_bound_fraction"]:
-        loader = _train_loader(r)
-        nw = loader.get("num_workers") if loader else None
-        fix = ("Feed the step faster: raise num_workers in the training DataLoader"
-               + (f" (now {nw})" if nw is not None else "") +
-               ", set persistent_workers=True, and make the slowest transform cheaper.")
-        return [Finding("data-bound", "warning", f"Training waits on data {_pct(frac)} of step time", ev, fix)]
+        return [Finding("data-bound", "warning", f"Training waits on data {_pct(frac)} of step time", ev,
+                        _data_bound_fix(r), impact=impact_of(frac, r))]
     if frac < THRESHOLDS["compute_bound_fraction"]:
         return [Finding("compute-bound", "info", "The data loader is not what limits training", ev,
                         "Nothing to change in the DataLoader; speed up the model step (batch size, mixed precision, "
@@ -35,12 +35,34 @@ def rule_data_or_compute_bound(r: dict) -> list[Finding]:
     return []
 
 
+def _data_bound_fix(r: dict) -> str:
+    """The fix that tells the recommendation's story: the confirmed settings, or why more
+    workers are not it and where the time goes instead."""
+    rec = r.get("recommendation") or {}
+    loader = _train_loader(r) or {}
+    nw = loader.get("num_workers")
+    if rec.get("status") == "confirmed":
+        return f"Use the recommended settings ({rec.get('basis')}); then make the slowest transform cheaper."
+    sweep = r.get("sweep") or {}
+    if sweep.get("choice") is not None and sweep.get("choice") == sweep.get("current"):
+        return (f"More workers did not load faster in the sweep (num_workers={nw} is the best measured): make each "
+                "sample cheaper (see the transforms and any slow read), cache deterministic work, or set "
+                "persistent_workers=True if the loader is re-created each epoch.")
+    return ("Feed the step faster: more workers in the training DataLoader" + (f" (now {nw})" if nw is not None else "")
+            + ", persistent_workers=True, and a cheaper slowest transform; run the full probe to measure which helps.")
+
+
 def _confirm_text(r: dict) -> str:
     c = r.get("confirm") or {}
     if c.get("speedup") is not None:
-        return (f" Confirmed on the real training script with {_code(c['settings'])}: "
+        ci = c.get("speedup_ci")
+        span = f" (95% interval {ci[0]:.2f}-{ci[1]:.2f}x over {c['repeats']} interleaved pairs)" if ci else \
+            f" ({c.get('repeats', 0)} pair, no interval)"
+        word = {"confirmed": "Confirmed", "within-noise": "Within noise", "slower": "Slower"}.get(c.get("verdict"),
+                                                                                                 "Measured")
+        return (f" {word} on the real training script with {_code(c['settings'])}: median "
                 f"{c['baseline_samples_per_s']} -> {c['confirm_samples_per_s']} samples/s "
-                f"({c['speedup']:.2f}x).")
+                f"({c['speedup']:.2f}x{span}).")
     if c:
         return f" The confirm run did not complete ({c.get('status')}), so no speedup is claimed."
     return ""
@@ -52,9 +74,9 @@ def _sweep_rate(r: dict, n: int | None) -> float | None:
 
 def _confirmed_faster(r: dict) -> bool | None:
     c = r.get("confirm") or {}
-    if c.get("speedup") is None:
-        return None
-    return c["speedup"] >= THRESHOLDS["confirm_min_speedup"]
+    if c.get("speedup") is None or c.get("verdict") in (None, "not-measured"):
+        return None  # no interval: neither faster nor slower is known
+    return c.get("verdict") == "confirmed"
 
 
 def rule_workers(r: dict) -> list[Finding]:
@@ -77,13 +99,17 @@ def rule_workers(r: dict) -> list[Finding]:
             return [Finding("too-few-workers", "info", "More workers feed the loader faster, but training did not "
                             "speed up", ev + _confirm_text(r),
                             "Keep the current num_workers: the step itself, not the loader, limits the real run.")]
+        frac = (r.get("baseline") or {}).get("data_wait_fraction")
+        share = min(frac, 1 - rc / rn) if frac is not None else None
         return [Finding("too-few-workers", "warning",
                          f"num_workers={choice} loads {rn / rc:.1f}x faster than num_workers={current}",
-                         ev + _confirm_text(r), f"Use {_code(settings)} for the training DataLoader.")]
+                         ev + _confirm_text(r), f"Use {_code(settings)} for the training DataLoader.",
+                         impact=impact_of(share, r), proposes={"num_workers": choice})]
     if choice < current and rn >= rc * THRESHOLDS["workers_as_fast"]:
         return [Finding("too-many-workers", "info",
                         f"num_workers={choice} is as fast as num_workers={current}", ev + _confirm_text(r),
-                        f"Use {_code(settings)}: fewer processes, less memory, same throughput.")]
+                        f"Use {_code(settings)}: fewer processes, less memory, same throughput.",
+                        proposes={"num_workers": choice})]
     return []
 
 
@@ -101,9 +127,9 @@ def rule_worker_startup(r: dict) -> list[Finding]:
                f"{loader.get('site')}); build it once, before the epoch loop, with persistent_workers=True.")
     else:
         fix = "Pass persistent_workers=True to the training DataLoader so its workers survive between epochs."
-    return [Finding("worker-startup", "warning",
+    return [Finding("worker-startup", "warning", impact=impact_of(share, r), title=
                     f"Starting the loader's workers takes {100 * share:.0f}% of training time",
-                    f"{len(firsts)} iterators of the training loader each waited for a first batch ({per}); "
+                    evidence=f"{len(firsts)} iterators of the training loader each waited for a first batch ({per}); "
                     f"with num_workers={loader.get('num_workers')} and persistent_workers="
                     f"{loader.get('persistent_workers')}, start-up was {100 * share:.0f}% of the measured loop "
-                    f"time.{_confirm_text(r)}", fix)]
+                    f"time.{_confirm_text(r)}", fix=fix)]
