@@ -278,7 +278,12 @@ def _run_rate(session: Session, name: str, warm: int) -> float | None:
     st = session.stage(name)
     if not st or st["status"] != "ok":
         return None
-    return stage_block(st, warm)["summary"].get("effective_samples_per_s")
+    summary = stage_block(st, warm)["summary"]
+    if summary.get("short_epochs"):  # start-up and prefetch fill each epoch: count every epoch whole
+        by = stepstats.steps_by_loader(st.get("events", []))
+        ls = by.get(summary.get("loader_index"))
+        return stepstats.epoch_rate(ls) if ls else None
+    return summary.get("effective_samples_per_s")
 
 
 def confirm_block(session: Session, baseline: dict) -> dict | None:

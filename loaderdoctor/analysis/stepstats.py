@@ -185,7 +185,9 @@ def step_summary(ls: LoaderSteps | None, warmup: int) -> dict:
     total_t = sum(totals)
     samples = sum(s.samples for s in steps)
     eff = effective_rate(ls)
+    short = short_epochs(ls, warmup)
     return {
+        "short_epochs": short,  # rates and speedups are then per epoch, start-up included
         "steps": len(steps),
         "effective_samples_per_s": eff["samples_per_s"],
         "startup_share": eff["startup_share"],
@@ -234,8 +236,29 @@ def timeline(ls: LoaderSteps | None, limit: int = 2000) -> list[dict]:
     return rows
 
 
+def epoch_rate(ls: LoaderSteps) -> float | None:
+    """samples/s over whole epochs, every iterator's start-up included (the first one's too)."""
+    total = samples = 0.0
+    for s in ls.steps:
+        if s.compute is None:
+            continue
+        total += (s.startup if s.first and s.startup is not None else s.wait) + s.compute
+        samples += s.samples
+    return round(samples / total, 3) if total > 0 else None
+
+
+def short_epochs(ls: LoaderSteps, warmup: int) -> bool:
+    """Epochs so short that start-up and the workers' prefetch fill them: fewer batches per
+    iterator than twice the warm-up (which is at least num_workers x prefetch_factor). A
+    steady-state rate of such a loader excludes most of what the user waits for."""
+    if not ls.iterators:
+        return False
+    return len(ls.steps) / ls.iterators < 2 * max(1, warmup)
+
+
 def drain_rate(stage: dict) -> float | None:
-    """Loader-only samples/s of a drain stage (steady state, after the warm-up)."""
+    """Loader-only samples/s of a drain stage: steady state after the warm-up, or per epoch
+    with start-up when epochs are short (short_epochs)."""
     if stage.get("status") != "ok":
         return None
     by = steps_by_loader(stage["events"])
@@ -243,4 +266,7 @@ def drain_rate(stage: dict) -> float | None:
     if idx is None:
         return None
     cfg = next((l for l in loaders_from_events(stage["events"]) if l["index"] == idx), None)
-    return step_summary(by[idx], loader_warmup(cfg, 1))["samples_per_s"]
+    warm = loader_warmup(cfg, 1)
+    if short_epochs(by[idx], warm):
+        return epoch_rate(by[idx])
+    return step_summary(by[idx], warm)["samples_per_s"]

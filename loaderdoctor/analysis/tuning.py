@@ -80,11 +80,24 @@ def cpu_limited(load: dict | None) -> str | None:
     return None
 
 
+def keeps_semantics(loader: dict, settings: dict) -> bool:
+    """Would these settings keep what the user wrote? Dropping every worker bypasses their
+    worker_init_fn (a vocabulary loaded per worker, a seed, a connection) and an
+    IterableDataset's per-worker sharding: the loop would be faster because it no longer does
+    the user's work. Worker start-up is fixed with persistent workers instead."""
+    if (settings.get("num_workers", loader.get("num_workers")) or 0) == 0 and (loader.get("num_workers") or 0) > 0:
+        return not loader.get("worker_init_fn") and "Iterable" not in str(loader.get("dataset") or "")
+    return True
+
+
 def recommended_settings(current: dict, choice: int | None, iterators: int, prefetch: dict | None = None) -> dict:
-    """DataLoader arguments to change, from what was measured: the sweep's choice, and
-    persistent workers when the baseline re-created the iterator (epochs) with workers."""
+    """DataLoader arguments to change, from what was measured: the sweep's choice (never one
+    that drops what the user wrote: keeps_semantics), and persistent workers when the
+    baseline re-created the iterator (epochs) with workers."""
     out: dict = {}
     nw = current.get("num_workers") or 0
+    if choice is not None and not keeps_semantics(current, {"num_workers": choice}):
+        choice = None
     if choice is not None and choice != nw:
         out["num_workers"] = choice
         nw = choice

@@ -123,7 +123,14 @@ def workers_sweep(ctx: Ctx, loader_only_res: StageResult | None) -> int | None:
             why = (f"at {at} workers {limited}: more workers than CPUs would only take CPU time "
                    f"from the training step")
             break
+    measured = [r for _, r in rates if r]
+    rising = (why == "reached the cap" and len(measured) >= 2 and measured[-1] >= measured[-2] * (1 + tuning.GAIN))
+    if rising:
+        why = (f"it reached its cap ({cap}) while throughput was still rising ({measured[-2]:.1f} -> "
+               f"{measured[-1]:.1f} samples/s): more workers may help further (--max-workers {2 * cap}), or "
+               "threads for I/O-bound reads")
     ctx.session.notes["workers_sweep"] = {
+        "still_rising": rising,
         "cap": cap, "effective_cpus": eff, "tried": tried, "rates": rates, "current": current,
         "not_tried": [n for n in steps if n not in tried], "why_stopped": why,
         "load": {str(n): load for n, load in loads.items()},

@@ -34,6 +34,7 @@ from loaderdoctor.analysis.rules.throughput import (
     rule_worker_startup,
     rule_workers,
 )
+from loaderdoctor.analysis.tuning import keeps_semantics
 
 __all__ = ["THRESHOLDS", "Finding", "RULES", "diagnose", "recommendation", "verdict"]
 
@@ -91,20 +92,13 @@ def recommendation(r: dict, best: dict | None = None) -> dict:
         rec["basis"] = f"confirmed on the real training script: {span}"
         return rec
     rec["status"] = "within-noise" if ci else "not-measured"
-    cheaper = (best.get("num_workers") or 0) < (loader.get("num_workers") or 0) and _keeps_semantics(loader, best)
+    cheaper = (best.get("num_workers") or 0) < (loader.get("num_workers") or 0) and keeps_semantics(loader, best)
     if cheaper and c.get("verdict") == "within-noise":
         rec.update({k: v for k, v in best.items() if k in rec})
         rec["basis"] = f"as fast within noise and cheaper (fewer worker processes): {span}"
     else:
         rec["basis"] = f"{c['settings']} measured {span}: not faster beyond the noise, the current settings stand"
     return rec
-
-
-def _keeps_semantics(loader: dict, settings: dict) -> bool:
-    """Dropping every worker bypasses a worker_init_fn (and an IterableDataset's worker sharding)."""
-    if (settings.get("num_workers") or 0) == 0 and (loader.get("num_workers") or 0) > 0:
-        return not loader.get("worker_init_fn") and "Iterable" not in str(loader.get("dataset") or "")
-    return True
 
 
 def diagnose(r: dict, rules: list[Rule] | None = None, best: dict | None = None) -> tuple[str, list[dict], dict]:

@@ -12,6 +12,7 @@ from loaderdoctor.analysis.rules.common import (
     _train_loader,
 )
 from loaderdoctor.analysis.rules.weigh import impact_of
+from loaderdoctor.analysis.tuning import keeps_semantics
 
 
 def rule_data_or_compute_bound(r: dict) -> list[Finding]:
@@ -105,7 +106,8 @@ def rule_workers(r: dict) -> list[Finding]:
                          f"num_workers={choice} loads {rn / rc:.1f}x faster than num_workers={current}",
                          ev + _confirm_text(r), f"Use {_code(settings)} for the training DataLoader.",
                          impact=impact_of(share, r), proposes={"num_workers": choice})]
-    if choice < current and rn >= rc * THRESHOLDS["workers_as_fast"]:
+    if choice < current and rn >= rc * THRESHOLDS["workers_as_fast"] \
+            and keeps_semantics(_train_loader(r) or {}, {"num_workers": choice}):
         return [Finding("too-many-workers", "info",
                         f"num_workers={choice} is as fast as num_workers={current}", ev + _confirm_text(r),
                         f"Use {_code(settings)}: fewer processes, less memory, same throughput.",
