@@ -37,6 +37,7 @@ class Ctx:
     gpus: object = None
     train_site: str | None = None
     train_loader: dict = field(default_factory=dict)
+    hang_culprit: dict | None = None  # the baseline's hang: an experiment stuck in the same frame is hung
 
     def left(self) -> float:
         return self.opts.budget - (time.monotonic() - self.t_start)
@@ -54,6 +55,7 @@ class Ctx:
         kw.setdefault("kind", "notebook" if self.target.kind == "notebook" else "script")
         kw.setdefault("target", self.target.path)
         kw.setdefault("first_batch_timeout", self.opts.first_batch_timeout)
+        kw.setdefault("hang_culprit", self.hang_culprit)
         spec = StageSpec(name=name, argv=self.target.argv, recorded_argv=self.target.recorded_argv, timeout=self.opts.timeout,
                          stack_method=self.opts.stack_method, **kw)
         res = run_stage(spec, self.run_dir, on_event=self.on_event, gpus=self.gpus)
@@ -88,8 +90,10 @@ def stage_load(ctx: Ctx, name: str) -> dict | None:
     return samples.window_load(st.get("samples"), st.get("window"), eff)
 
 
-def workers_sweep(ctx: Ctx, loader_only_res: StageResult | None) -> int | None:
-    """Adaptive sweep over num_workers; returns the chosen count (None if nothing measured)."""
+def workers_sweep(ctx: Ctx, loader_only_res: StageResult | None, ladder: list[int] | None = None) -> int | None:
+    """Adaptive sweep over num_workers (or only the counts in `ladder`: a compute-bound
+    baseline gets a short fewer-workers check); returns the chosen count (None if nothing
+    measured)."""
     eff = int(ctx.session.environment.get("cpu_count_effective") or 1)
     cap = tuning.sweep_cap(eff, ctx.opts.max_workers)
     current = ctx.train_loader.get("num_workers")
@@ -97,7 +101,7 @@ def workers_sweep(ctx: Ctx, loader_only_res: StageResult | None) -> int | None:
     tried: list[int] = []
     loads: dict[int, dict] = {}
     why = "reached the cap"
-    steps = tuning.ladder(cap)
+    steps = ladder if ladder is not None else tuning.ladder(cap)
     for i, n in enumerate(steps):
         if n == current and loader_only_res is not None:
             rates.append((n, stepstats.drain_rate(ctx.session.stage("loader-only"))))  # measured as loader-only

@@ -10,7 +10,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from loaderdoctor.analysis import static, stepstats, tuning
+from loaderdoctor.analysis import report, static, stepstats, tuning
+from loaderdoctor.analysis.rules.common import THRESHOLDS
 from loaderdoctor.errors import EXIT_INTERRUPTED, EXIT_USAGE, LoaderDoctorError
 from loaderdoctor.observe import envinfo
 from loaderdoctor.observe.gpu import Gpus
@@ -100,8 +101,73 @@ def target_static(target: Target) -> dict:
         return {}
 
 
+def _baseline_wait(session: Session) -> float | None:
+    """The baseline's data-wait share, as the report will state it (None: not measured)."""
+    st = session.stage("baseline")
+    if not st or st["status"] != "ok":
+        return None
+    summary = report.stage_block(st, int(session.options.get("warmup", DEFAULT_WARMUP)))["summary"]
+    return summary["data_wait_fraction"] if (summary.get("steps") or 0) >= THRESHOLDS["min_steps"] else None
+
+
+def _throughput(ctx: stages.Ctx, wanted: list[str], base: StageResult) -> int | None:
+    """loader-only and the num_workers sweep, planned from the baseline: a compute-bound
+    baseline gets only a short fewer-workers check (the data wait has nothing to give)."""
+    if "loader-only" not in wanted and "workers" not in wanted:
+        return None
+    if base.status != "ok":
+        ctx.skip("loader-only", f"the baseline ended in '{base.status}': a throughput measurement would too")
+        if "workers" in wanted:
+            ctx.skip("workers", f"the baseline ended in '{base.status}'")
+        return None
+    wait = _baseline_wait(ctx.session)
+    compute_bound = wait is not None and wait < THRESHOLDS["compute_bound_fraction"]
+    nw = ctx.train_loader.get("num_workers") or 0
+    ladder = None
+    if compute_bound:
+        fewer = [n for n in sorted({nw // 2, max(0, nw - 1)}) if n < nw
+                 and tuning.keeps_semantics(ctx.train_loader, {"num_workers": n})]
+        ctx.session.notes["plan"] = {"compute_bound": True, "data_wait": wait}
+        if not fewer:
+            for name in ("loader-only", "workers"):
+                if name in wanted:
+                    ctx.skip(name, f"the baseline is compute-bound (data wait {100 * wait:.1f}%): no faster loader "
+                                   "can speed it up, and there are no workers to spare")
+            return None
+        ladder = fewer + [nw]
+    lo = stages.loader_only(ctx) if "loader-only" in wanted else None
+    if "workers" not in wanted:
+        return None
+    choice = stages.workers_sweep(ctx, lo, ladder=ladder)
+    if not compute_bound:
+        stages.try_prefetch(ctx, choice)
+    return choice
+
+
+def _confirm(ctx: stages.Ctx, wanted: list[str], base: StageResult, choice: int | None) -> None:
+    if "confirm" not in wanted:
+        return
+    session = ctx.session
+    settings = tuning.recommended_settings(ctx.train_loader, choice, ctx.train_loader.get("iterators", 0),
+                                           session.notes.get("prefetch"))
+    session.notes["confirm_settings"] = settings
+    if base.status != "ok":
+        ctx.skip("confirm", f"the baseline ended in '{base.status}'")
+    elif not settings:
+        failed = [s["name"] for s in session.stages if s["name"] != "baseline"
+                  and not s["name"].startswith("context-") and s["status"] != "ok"]
+        ctx.skip("confirm", "nothing to confirm: no measured setting beat the current one"
+                 + (f" (not measured: {', '.join(failed)} failed)" if failed else
+                    "; the current loader settings are the best measured"))
+    else:
+        stages.confirm(ctx, settings)
+
+
 def probe(target: Target, opts: ProbeOptions, *, on_stage: Callable[[str, StageResult | None], None] | None = None,
           on_event: Callable[[dict], None] | None = None) -> dict:
+    """The baseline, then the experiments its result calls for: a compute-bound baseline skips
+    the transform bisection and gets only a fewer-workers check; after a hang, an experiment
+    stuck in the same frame is a hang at once."""
     wanted = plan(opts)
     gpus = Gpus()
     session = Session(target=target.to_dict(), options=opts.to_dict(), environment=envinfo.collect(gpus))
@@ -122,38 +188,19 @@ def probe(target: Target, opts: ProbeOptions, *, on_stage: Callable[[str, StageR
             stages.script_form(ctx)
         ctx.train_loader = _train_loader(base)
         ctx.train_site = ctx.train_loader.get("site")
-        base_ok = base.status == "ok"
-        lo = None
-        if "loader-only" in wanted or "workers" in wanted:
-            if base_ok:
-                lo = stages.loader_only(ctx) if "loader-only" in wanted else None
-            else:
-                ctx.skip("loader-only", f"the baseline ended in '{base.status}': a throughput measurement would too")
-        choice = None
-        if "workers" in wanted:
-            if base_ok:
-                choice = stages.workers_sweep(ctx, lo)
-                stages.try_prefetch(ctx, choice)
-            else:
-                ctx.skip("workers", f"the baseline ended in '{base.status}'")
+        if base.hang and base.hang.get("culprit"):
+            ctx.hang_culprit = base.hang["culprit"]
+        choice = _throughput(ctx, wanted, base)
         if "transforms" in wanted:
-            stages.transforms(ctx)
+            wait = _baseline_wait(session)
+            if wait is not None and wait < THRESHOLDS["compute_bound_fraction"]:
+                ctx.skip("transforms", f"the baseline is compute-bound (data wait {100 * wait:.1f}%): the "
+                                       "pipeline's cost is hidden behind the step, nothing to bisect")
+            else:
+                stages.transforms(ctx)
         if "context" in wanted:
             stages.start_methods(ctx, base)
-        if "confirm" in wanted:
-            settings = tuning.recommended_settings(ctx.train_loader, choice, ctx.train_loader.get("iterators", 0),
-                                                   session.notes.get("prefetch"))
-            session.notes["confirm_settings"] = settings
-            if not base_ok:
-                ctx.skip("confirm", f"the baseline ended in '{base.status}'")
-            elif not settings:
-                failed = [s["name"] for s in session.stages if s["name"] != "baseline"
-                          and not s["name"].startswith("context-") and s["status"] != "ok"]
-                ctx.skip("confirm", "nothing to confirm: no measured setting beat the current one"
-                         + (f" (not measured: {', '.join(failed)} failed)" if failed else
-                            "; the current loader settings are the best measured"))
-            else:
-                stages.confirm(ctx, settings)
+        _confirm(ctx, wanted, base, choice)
     except (stages.Interrupted, KeyboardInterrupt):
         hold_interrupts()
         session.interrupted = True

@@ -21,12 +21,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from loaderdoctor.analysis import crash
-from loaderdoctor.analysis.culprits import find_culprit, main_thread
-from loaderdoctor.frames import ProcessStack, parse_faulthandler
+from loaderdoctor.frames import parse_faulthandler
 from loaderdoctor.observe import envinfo, procs
-from loaderdoctor.observe import stacks as stackcap
 from loaderdoctor.observe.sampling import TreeSampler
-from loaderdoctor.orchestrate import logcap
+from loaderdoctor.orchestrate import hangwatch, logcap
 from loaderdoctor.protocol import (
     ARGV_ENV,
     DEFAULT_STEPS,
@@ -60,6 +58,7 @@ class StageSpec:
     mode: str = "train"  # train | drain | transforms (see hooks.Recorder)
     target_site: str | None = None  # the loader a drain/transforms stage drives
     drain_seconds: float | None = None
+    hang_culprit: dict | None = None  # {file, line}: the baseline hung there; the same stall here is a hang at once
 
 
 @dataclass
@@ -134,6 +133,8 @@ class _Watch:
         self.main_pid: int | None = None
         self.b_first: float | None = None
         self.b_last: float | None = None
+        self.checked_at = float("-inf")  # last early-hang stack check
+        self.same_stall = False
 
     def handle(self, ev: dict) -> None:
         now = self.clock()
@@ -236,13 +237,20 @@ def _watch_until_done(spec: StageSpec, proc: subprocess.Popen, watch: _Watch, ru
                 stop_at, exited = watch.stop_at, watch.exit is not None
             if exited or (stop_at is not None and now - stop_at > STOP_GRACE_S):
                 break  # the script is over or was told to stop: what is left gets ended
-            if idle > allowance:
+            if hangwatch.same_stall(spec, idle, now, watch):
+                allowance = idle  # the baseline's culprit frame again: no need to wait out the timeout
+            if idle >= allowance:
                 with watch.lock:
                     workers, waiting_first = set(watch.workers), watch.waiting_first
                     main_pid = watch.main_pid or proc.pid
-                hang = _on_hang(proc.pid, run_id, workers, stack_dir, spec, idle, waiting_first, main_pid)
+                hang = hangwatch.on_hang(proc.pid, run_id, workers, stack_dir, spec, idle, waiting_first, main_pid)
                 detail = (f"no progress for {idle:.1f} s (allowance {allowance:g} s"
                           f"{', waiting for a first batch' if waiting_first else ''})")
+                if watch.same_stall:
+                    c = spec.hang_culprit or {}
+                    detail = (f"no progress for {idle:.1f} s, stuck in the baseline's hang ({c.get('function')} at "
+                              f"{os.path.basename(c.get('file') or '?')}:{c.get('line')}): called a hang without "
+                              "waiting out the timeout")
                 return "hang", detail, hang
             if hard_limit is not None and now - t_start > hard_limit:
                 return "failed", f"stage exceeded its time limit of {hard_limit:.0f} s", None
@@ -319,39 +327,6 @@ def _reruns(stage_dir: str) -> list[dict]:
         except (OSError, ValueError):
             continue
     return out
-
-
-def _on_hang(root_pid: int, run_id: str, workers: set[int], stack_dir: str, spec: StageSpec,
-             idle: float, waiting_first: bool, main_pid: int) -> dict:
-    roles: dict[int, str] = {}
-    for p in procs.run_processes(root_pid, run_id):
-        roles[p.pid] = "main" if p.pid == main_pid else ("worker" if p.pid in workers else "other")
-    t0 = time.monotonic()
-    method, stacks, why_not_pyspy = stackcap.capture_stacks(roles, stack_dir, spec.stack_method)
-    capture_s = time.monotonic() - t0
-    processes = []
-    for ps in stacks:
-        if ps.role == "main":
-            pin = [t for t in ps.threads if any("_pin_memory_loop" in (f.get("function") or "") for f in t.frames)]
-            rest = [t for t in ps.threads if t not in pin]
-            for t in pin:
-                processes.append({"pid": ps.pid, "role": "pin_memory", "thread": t.name, "frames": t.frames})
-            ps = ProcessStack(ps.pid, ps.role, rest)
-        main_t = main_thread(ps)
-        processes.append({
-            "pid": ps.pid, "role": ps.role, "thread": main_t.name if main_t else None,
-            "frames": main_t.frames if main_t else [],
-            "threads": [{"name": t.name, "frames": t.frames} for t in ps.threads],
-        })
-    with open(os.path.join(stack_dir, "hang.json"), "w") as f:
-        json.dump(processes, f, indent=1)
-    culprit = find_culprit(stacks)
-    return {
-        "stage": spec.name, "method": method if stacks else "none", "processes": processes,
-        "py_spy_not_used": why_not_pyspy,
-        "culprit": culprit, "idle_s": round(idle, 3), "capture_s": round(capture_s, 3),
-        "waiting_first_batch": waiting_first,
-    }
 
 
 def _fatal_dumps(stack_dir: str) -> list[dict]:

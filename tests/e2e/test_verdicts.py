@@ -12,7 +12,8 @@ pytestmark = pytest.mark.slow
 
 
 def _probe(tmp_path, name, *args):
-    r = run_cli("probe", script(name), "--out", str(tmp_path), "--timeout", "30", "-q", *args, timeout=600)
+    timeout = [] if "--timeout" in args else ["--timeout", "30"]
+    r = run_cli("probe", script(name), "--out", str(tmp_path), *timeout, "-q", *args, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     with open(tmp_path / "report.json") as f:
         return json.load(f)
@@ -41,3 +42,21 @@ def test_short_epochs_are_measured_whole(tmp_path):
     rates = {w["num_workers"]: w["samples_per_s"] for w in r["workers_sweep"] if w["samples_per_s"]}
     assert 4 in rates and 8 in rates, r["workers_sweep"]
     assert rates[8] / rates[4] < 3.0, rates  # 50 items x 0.1 s over 4 vs 8 workers, start-up included
+
+
+def test_after_a_baseline_hang_experiments_stuck_in_the_same_frame_end_early(tmp_path):
+    """A lock held at fork: the baseline waits out its first-batch timeout (2 x 8 s); each
+    experiment stuck in the same frame is called a hang within seconds, not after another 16 s."""
+    import time
+
+    t = time.monotonic()
+    r = _probe(tmp_path, "fork_lock.py", "--timeout", "8", "--stages", "baseline,transforms,context",
+               "--", "fork")
+    took = time.monotonic() - t
+    stages = {s["name"]: s for s in r["stages"]}
+    assert stages["baseline"]["status"] == "hang"
+    early = [s for s in r["stages"] if "stuck in the baseline's hang" in (s["detail"] or "")]
+    assert early, r["stages"]
+    for s in early:
+        assert s["seconds"] < 16, s  # the full allowance would have been 16 s after the first batch wait
+    assert took < 8 * 2 + 60 + 30, took  # the issue's goal (timeout x 2 + 60 s), with slack for a busy machine
