@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from statistics import median
 
-from loaderdoctor.analysis import crash, samples, stats, stepstats
+from loaderdoctor.analysis import crash, impact, samples, stats, stepstats
 from loaderdoctor.analysis import rules as diagnose
+from loaderdoctor.analysis.rules.common import THRESHOLDS
 from loaderdoctor.protocol import DEFAULT_WARMUP
 from loaderdoctor.session import Session
 
@@ -117,6 +118,7 @@ def build_report(session: Session) -> dict:
     if r["baseline"].get("samples_per_s"):  # the reference for per-sample costs (transforms)
         r["baseline"]["ms_per_sample"] = round(1000 / r["baseline"]["samples_per_s"], 3)
     r["timelines"] = timelines
+    r["noise"] = noise_rows(session)
     r["workers_sweep"] = sweep_rows(session)
     r["sweep"] = session.notes.get("workers_sweep")
     r["prefetch"] = session.notes.get("prefetch")
@@ -129,10 +131,61 @@ def build_report(session: Session) -> dict:
                          "path": (session.notes.get("script_form") or {}).get("path"),
                          "measured": stage_block(sf, warmup)["summary"]} if sf else None)
     r["preflight"] = preflight(session, r["loaders"])
+    noisy = {n["stage"] for n in r["noise"] if n["noisy"]}
+    for row in r["workers_sweep"]:
+        row["noisy"] = row["stage"] in noisy
+    for p in (r["confirm"] or {}).get("pairs") or []:
+        p["noisy"] = p["a"] in noisy or p["b"] in noisy
+    r["measurement_problems"] = sanity(r)
     r["stage_samples"] = {st["name"]: samples.downsample(st.get("samples")) for st in session.stages
                           if st.get("samples")}
     r["verdict"], r["findings"], r["recommendation"] = diagnose.diagnose(r, best=_candidate(r))
     return r
+
+
+TIMED = ("baseline", "confirm", "loader-only", "workers-", "prefetch-")
+
+
+def noise_rows(session: Session) -> list[dict]:
+    """Per timed stage, the CPU cores other processes on the machine took while its batches
+    flowed (analysis/samples.outside_load), and whether that is enough to disturb it."""
+    env = session.environment
+    machine = int(env.get("cpu_count") or env.get("cpu_count_effective") or 1)
+    eff = float(env.get("cpu_count_effective") or machine)
+    out = []
+    for st in session.stages:
+        if not st["name"].startswith(TIMED) or st["status"] != "ok":
+            continue
+        cores = samples.outside_load(st.get("samples"), st.get("window"), machine)
+        if cores is not None:
+            out.append({"stage": st["name"], "outside_cores": cores,
+                        "noisy": cores >= max(THRESHOLDS["noise_cores"], THRESHOLDS["noise_share"] * eff)})
+    return out
+
+
+def sanity(r: dict) -> list[str]:
+    """Figures that cannot be right are not shown: a share outside 0..1, a CPU figure above what
+    the effective CPUs allow. Each is set to None and said, as a measurement problem."""
+    problems = []
+    eff = r["environment"].get("cpu_count_effective")
+    b = r["baseline"]
+    for key in ("data_wait_fraction", "loader_wait_fraction", "startup_share"):
+        ok, why = impact.sane_share(b.get(key)) if b.get(key) is not None else (True, None)
+        if not ok:
+            problems.append(f"baseline {key}: {why}")
+            b[key] = None
+    for row in r["workers_sweep"]:
+        for key in ("cpu_workers_pct", "cpu_main_pct"):
+            ok, why = impact.sane_cpu_percent(row.get(key), eff) if row.get(key) is not None else (True, None)
+            if not ok:
+                problems.append(f"sweep at {row['num_workers']} workers, {key}: {why}")
+                row[key] = None
+    for t in r["transforms"]:
+        ok, why = impact.sane_share(t.get("share")) if t.get("share") is not None else (True, None)
+        if not ok:
+            problems.append(f"transform {t.get('name')}: {why}")
+            t["share"] = None
+    return problems
 
 
 def _candidate(r: dict) -> dict | None:

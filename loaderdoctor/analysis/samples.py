@@ -83,6 +83,26 @@ def window_load(summary: dict | None, window: list[float] | None, cpus: int) -> 
             "busy": round(min(1.0, busy), 3), "samples": max(len(system), len(tree))}
 
 
+def outside_load(summary: dict | None, window: list[float] | None, machine_cpus: int) -> float | None:
+    """CPU cores that processes outside the probed tree took while the stage's batches flowed:
+    the machine's use (all its CPUs) less the run's own processes (every role), on average."""
+    if not summary or not window:
+        return None
+    t0, t1 = window
+    system = {s["t"]: s["cpu"] for s in summary.get("system", []) if t0 < s["t"] <= t1 and s.get("cpu") is not None}
+    tree: dict[float, float] = {}
+    seen: set[int] = set()
+    for r in summary.get("rows", []):
+        first = r["pid"] not in seen
+        seen.add(r["pid"])
+        if r["t"] in system and not first and r.get("cpu") is not None:
+            tree[r["t"]] = tree.get(r["t"], 0.0) + r["cpu"]
+    if not system:
+        return None
+    outside = [max(0.0, system[t] / 100 * machine_cpus - tree.get(t, 0.0) / 100) for t in system]
+    return round(sum(outside) / len(outside), 2)
+
+
 def downsample(summary: dict | None, limit: int = 300) -> dict | None:
     """What the report keeps of a stage's samples: per-time totals by role and the system
     series, at most `limit` points (striding; the report says when it did), plus the

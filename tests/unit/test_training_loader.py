@@ -140,3 +140,31 @@ def test_diagnose_runs_every_rule_on_an_incomplete_probe():
     r["baseline"] = {"steps": 50, "data_wait_fraction": 0.5}
     verdict, findings, rec = diagnose(r)
     assert verdict == "data-bound" and "probe-incomplete" in [f["id"] for f in findings]
+
+
+def test_other_processes_cpu_is_noise_and_impossible_figures_are_not_shown():
+    from loaderdoctor.analysis import samples
+    from loaderdoctor.analysis.report import sanity
+
+    summary = {"system": [{"t": t, "cpu": 90.0} for t in (1.0, 2.0, 3.0)],
+               "rows": [{"pid": 1, "role": "main", "t": t, "cpu": 50.0} for t in (0.5, 1.0, 2.0, 3.0)]}
+    # 2 CPUs at 90% = 1.8 cores busy, the run took 0.5: 1.3 cores were someone else's
+    assert samples.outside_load(summary, [0.5, 3.0], 2) == pytest.approx(1.3)
+    r = {"environment": {"cpu_count_effective": 2}, "baseline": {"data_wait_fraction": 1.7},
+         "workers_sweep": [{"num_workers": 4, "cpu_workers_pct": 6697.0, "cpu_main_pct": 90.0}],
+         "transforms": [{"name": "Resize", "share": 0.4}]}
+    problems = sanity(r)
+    assert len(problems) == 2 and r["baseline"]["data_wait_fraction"] is None
+    assert r["workers_sweep"][0]["cpu_workers_pct"] is None and r["workers_sweep"][0]["cpu_main_pct"] == 90.0
+    assert r["transforms"][0]["share"] == 0.4
+
+
+def test_noisy_machine_finding_names_the_stages():
+    from loaderdoctor.analysis.rules.resources import rule_noisy_machine
+
+    r = {"noise": [{"stage": "baseline", "outside_cores": 1.2, "noisy": True},
+                   {"stage": "workers-2", "outside_cores": 0.1, "noisy": False}],
+         "environment": {"cpu_count_effective": 2}}
+    (f,) = rule_noisy_machine(r)
+    assert f.id == "noisy-machine" and f.severity == "warning" and "baseline (1.2)" in f.evidence
+    assert not rule_noisy_machine({"noise": [{"stage": "baseline", "outside_cores": 0.1, "noisy": False}]})

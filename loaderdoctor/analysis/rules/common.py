@@ -15,6 +15,10 @@ THRESHOLDS = {
     "min_steps": 5,
     # fewer measured steps than this (or any hang or crash) and no throughput finding is made
     "min_steps_findings": 20,
+    # noisy-machine: CPU cores other processes took while a timed stage ran, at least this many
+    # and this share of the effective CPUs (the run's own processes are not counted)
+    "noise_cores": 0.5,
+    "noise_share": 0.25,
     # a confirmed speedup: the low end of its 95% interval over this (analysis/stats.MIN_LO)
     "confirm_min_lo": 1.02,
     # the sweep: a configuration must beat the current one by this much (loader-only rate)

@@ -5,6 +5,22 @@ from __future__ import annotations
 from loaderdoctor.analysis.rules.common import THRESHOLDS, Finding, _mb, _real
 
 
+def rule_noisy_machine(r: dict) -> list[Finding]:
+    noisy = [n for n in r.get("noise") or [] if n.get("noisy")]
+    if not noisy:
+        return []
+    worst = max(noisy, key=lambda n: n["outside_cores"])
+    real = [n["stage"] for n in noisy if n["stage"] == "baseline" or n["stage"].startswith("confirm")]
+    stages = ", ".join(f"{n['stage']} ({n['outside_cores']:.1f})" for n in noisy)
+    return [Finding("noisy-machine", "warning" if real else "info",
+                    f"Other processes took up to {worst['outside_cores']:.1f} CPU cores during the measurements",
+                    f"CPU cores used by processes outside the probed tree while batches flowed: {stages} "
+                    f"(effective CPUs: {r['environment'].get('cpu_count_effective')}). Those measurements are marked "
+                    "noisy; the confirm's interleaved pairs spread such drift over both arms.",
+                    "Probe on a quiet machine (or pin loaderdoctor with taskset/cgroups away from other jobs) and "
+                    "re-run; read a speedup within noise as unmeasured, not as none.")]
+
+
 def rule_shm_small(r: dict) -> list[Finding]:
     out = []
     shm_crash = next((c for c in _real(r.get("crashes")) if c.get("shm")), None)
