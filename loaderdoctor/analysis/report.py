@@ -140,7 +140,21 @@ def build_report(session: Session) -> dict:
     r["stage_samples"] = {st["name"]: samples.downsample(st.get("samples")) for st in session.stages
                           if st.get("samples")}
     r["verdict"], r["findings"], r["recommendation"] = diagnose.diagnose(r, best=_candidate(r))
+    r["headline"] = headline(r)
     return r
+
+
+def headline(r: dict) -> str | None:
+    """How much of what fixing the data path can gain at most (1/(1 - data wait)) the
+    recommendation reached: "1.30x of at most 1.54x (confirmed)"."""
+    frac = (r.get("baseline") or {}).get("data_wait_fraction")
+    rec = r.get("recommendation") or {}
+    if r.get("verdict") in ("hang", "crash", "inconclusive") or frac is None:
+        return None
+    ceiling = impact.impact(frac, None)["ceiling"]
+    reached = impact.headline_ceiling(rec.get("measured_speedup"), ceiling)
+    return f"{reached} from a faster data path ({rec.get('status')})" if rec.get("measured_speedup") else \
+        f"a faster data path can gain {reached}"
 
 
 TIMED = ("baseline", "confirm", "loader-only", "workers-", "prefetch-")

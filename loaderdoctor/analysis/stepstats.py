@@ -67,6 +67,7 @@ def loaders_from_events(events: list[dict]) -> list[dict]:
         entry = sites.get(ev["l"])
         if entry is None:
             sites[ev["l"]] = {"index": ev["l"], "site": ev.get("site"), "instances": 1,
+                              "built_at": ev.get("built_at"), "via": ev.get("via"), "origin": ev.get("origin"),
                               "overridden": ev.get("overridden"), **(ev.get("config") or {})}
         else:
             entry["instances"] += 1

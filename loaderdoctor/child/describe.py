@@ -77,20 +77,24 @@ def call_site(depth: int = 2, chain: int = 3) -> str:
 _OWN = ("torch" + os.sep, "loaderdoctor" + os.sep)
 
 
-def construction(depth: int = 2, chain: int = 3, libs: int = 6) -> tuple[str, str]:
-    """(site, via): the innermost user frames, innermost first ("train.py:9 < train.py:31"),
+def construction(depth: int = 2, chain: int = 3, libs: int = 6) -> tuple[str, str, str | None]:
+    """(site, via, origin): the innermost user frames, innermost first ("train.py:9 < train.py:31"),
     and the library functions between them and the constructor, innermost first
     ("accelerate/data_loader.py:prepare_data_loader < transformers/trainer.py:get_train_dataloader"):
     a framework that builds the train and the eval loader from one user line (trainer.train())
-    still builds them in different functions."""
+    still builds them in different functions. origin is the innermost user frame as an
+    absolute "path:line" (the DataLoader call a fix.patch edits)."""
     f = sys._getframe(depth)
     found: list[str] = []
+    origin = None
     via: list[str] = []
     outermost = None
     while f is not None and len(found) < chain:
         code = f.f_code
         fn = code.co_filename
         if is_user_file(fn):
+            if origin is None:
+                origin = f"{os.path.abspath(fn)}:{f.f_lineno}"
             found.append(f"{short_path(fn)}:{f.f_lineno}")
         elif not found and len(via) < libs and code.co_name != "__init__" and not fn.startswith("<"):
             tail = fn.replace(os.sep + "__init__.py", "").split("site-packages" + os.sep)[-1]
@@ -99,10 +103,10 @@ def construction(depth: int = 2, chain: int = 3, libs: int = 6) -> tuple[str, st
         outermost = f
         f = f.f_back
     if found:
-        return " < ".join(found), " < ".join(via)
+        return " < ".join(found), " < ".join(via), origin
     if outermost is not None:
-        return f"{short_path(outermost.f_code.co_filename)}:{outermost.f_lineno}", " < ".join(via)
-    return "?", " < ".join(via)
+        return f"{short_path(outermost.f_code.co_filename)}:{outermost.f_lineno}", " < ".join(via), origin
+    return "?", " < ".join(via), origin
 
 
 def dataset_tag(dataset: Any) -> str:

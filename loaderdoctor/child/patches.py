@@ -41,7 +41,7 @@ def install(rec: Recorder) -> None:
     sync = rec.sync
 
     def __init__(self, *args, **kwargs):
-        built_at, via = construction(2)
+        built_at, via, origin = construction(2)
         site = rec.loader_key(built_at, via, dataset_tag(args[0] if args else kwargs.get("dataset")))
         overridden = None
         if rec.overrides:
@@ -55,7 +55,7 @@ def install(rec: Recorder) -> None:
                 if overridden is not None:
                     args, kwargs = bound.args[1:], bound.kwargs
         orig_init(self, *args, **kwargs)
-        rec.after_init(self, site, overridden, built_at=built_at, via=via)
+        rec.after_init(self, site, overridden, built_at=built_at, via=via, origin=origin)
 
     def __iter__(self):
         if rec.takes_over(self):

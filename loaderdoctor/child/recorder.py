@@ -136,7 +136,7 @@ class Recorder:
         return None
 
     def after_init(self, loader: Any, site: str, overridden: dict | None, built_at: str | None = None,
-                   via: str | None = None) -> None:
+                   via: str | None = None, origin: str | None = None) -> None:
         if self.stack_dir and not isinstance(loader.worker_init_fn, ChainedWorkerInit):
             loader.worker_init_fn = ChainedWorkerInit(loader.worker_init_fn, self.stack_dir)
         idx = self.site_index(site)
@@ -148,7 +148,7 @@ class Recorder:
             cfg = loader_config(loader)
         except Exception as exc:  # never break the user's loader over a description
             cfg = {"error": f"{type(exc).__name__}: {exc}"}
-        self.emit(json.dumps({"e": "loader", "l": idx, "site": site, "built_at": built_at, "via": via or None,
+        self.emit(json.dumps({"e": "loader", "l": idx, "site": site, "built_at": built_at, "via": via or None, "origin": origin,
                               "config": cfg, "overridden": overridden}, default=str))
 
     # -- iteration

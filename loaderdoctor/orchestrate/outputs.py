@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from loaderdoctor.analysis import stepstats
+from loaderdoctor.analysis import fixpatch, stepstats
 from loaderdoctor.analysis.report import build_report
 from loaderdoctor.redact import redact_tree
 from loaderdoctor.render import get as get_renderer
@@ -69,6 +69,38 @@ def write_frames(session: Session, out_dir: str) -> list[str]:
     return written
 
 
+PATCH_KEYS = ("num_workers", "persistent_workers", "prefetch_factor", "pin_memory", "multiprocessing_context")
+
+
+def write_fix_patch(report: dict, out_dir: str) -> str | None:
+    """fix.patch: the recommended change as a unified diff of the user's DataLoader call
+    (analysis/fixpatch), which `git apply` takes in the script's folder. Only for a measured
+    recommendation that changes the call; the report shows the call before and after."""
+    rec = report.get("recommendation") or {}
+    train = next((l for l in report.get("loaders") or [] if l.get("role") == "train"), None)
+    if rec.get("status") not in ("confirmed", "within-noise") or not train or not train.get("origin"):
+        return None
+    changes = {k: rec.get(k) for k in PATCH_KEYS if rec.get(k) != train.get(k if k != "multiprocessing_context"
+                                                                              else "start_method")}
+    changes = {k: v for k, v in changes.items() if v is not None and not (k == "multiprocessing_context")}
+    if not changes:
+        return None
+    file, _, line = train["origin"].rpartition(":")
+    if not line.isdigit() or not os.path.isfile(file):
+        return None
+    diff = fixpatch.dataloader_patch(file, int(line), changes)
+    if not diff:
+        return None
+    shown = fixpatch.before_after(file, int(line), changes)
+    if shown:
+        rec["fix_call"] = {"file": file, "line": int(line), "before": shown[0], "after": shown[1]}
+    path = os.path.join(out_dir, "fix.patch")
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write(diff)
+    rec["fix_patch"] = "fix.patch"
+    return path
+
+
 def safe_session(session: Session, secrets: list[str] | tuple = ()) -> Session:
     """The session as it may be written: every text the user's code produced cleaned
     (textsafe.clean: no undecodable byte, no control character) and every secret value of
@@ -89,6 +121,9 @@ def write_outputs(session: Session, out_dir: str, formats: tuple[str, ...] = ("j
     report["plots"] = write_plots(report, out_dir) if "md" in formats else []
     report["frames"] = write_frames(session, out_dir)
     paths = {}
+    patch = write_fix_patch(report, out_dir)  # before rendering: the report shows the call before and after
+    if patch:
+        paths["patch"] = patch
     for fmt in formats:
         path = os.path.join(out_dir, f"report.{fmt}")
         with open(path, "w", encoding="utf-8") as f:

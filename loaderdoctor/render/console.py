@@ -38,7 +38,8 @@ class ProbeView:
     def summary(self, report: dict, paths: dict) -> None:
         v = report.get("verdict")
         b = report.get("baseline") or {}
-        self.c.print(f"[bold]Verdict: {escape(str(v))}[/] ({VERDICT_TEXT.get(v, '')})")
+        self.c.print(f"[bold]Verdict: {escape(str(v))}[/] ({VERDICT_TEXT.get(v, '')})"
+                     + (f"; {escape(report['headline'])}" if report.get("headline") else ""))
         if b.get("steps"):
             self.c.print(f"  baseline: {b['steps']} steps, {b.get('samples_per_s')} samples/s, data wait "
                          f"{pct(b.get('data_wait_fraction'))}, first batch {ms(b.get('first_batch_s'))}")

@@ -31,7 +31,8 @@ def _head(r: dict, out: TextIO) -> None:
     t = r.get("target") or {}
     out.write(f"# loaderdoctor report: `{_cell(t.get('path'))}`\n\n")
     v = r.get("verdict")
-    out.write(f"**Verdict: {v}**: {VERDICT_TEXT.get(v, '')}.\n\n")
+    out.write(f"**Verdict: {v}**: {VERDICT_TEXT.get(v, '')}"
+              + (f"; {_cell(r['headline'])}" if r.get("headline") else "") + ".\n\n")
     if r.get("interrupted"):
         out.write("> Interrupted by the user: this is a partial report of what was measured until then.\n\n")
 
@@ -43,6 +44,10 @@ def _findings(r: dict, out: TextIO) -> None:
     for f in r.get("findings") or []:
         out.write(f"### [{f['severity']}] {_cell(f['title'])} (`{f['id']}`)\n\n")
         out.write(f"**Evidence.** {_cell(f['evidence'])}\n\n**Fix.** {_cell(f['fix'])}\n\n")
+        imp = f.get("impact")
+        if imp:
+            out.write(f"**Impact.** {pct(imp['share'])} of the step ({num(imp.get('ms_per_step'))} ms); fixing it "
+                      f"gains at most {imp['ceiling']:.2f}x.\n\n")
 
 
 def _recommendation(r: dict, out: TextIO) -> None:
@@ -51,8 +56,18 @@ def _recommendation(r: dict, out: TextIO) -> None:
         out.write("## Recommendation\n\n")
         _table(out, ["setting", "value"], [[k, rec.get(k)] for k in
                ("num_workers", "pin_memory", "persistent_workers", "prefetch_factor", "multiprocessing_context")])
-        sp = rec.get("measured_speedup")
-        out.write(f"Measured speedup: {'%.2fx' % sp if sp is not None else 'not measured'} ({_cell(rec.get('basis'))}).\n\n")
+        sp, ci = rec.get("measured_speedup"), rec.get("speedup_ci")
+        span = f" (95% interval {ci[0]:.2f}-{ci[1]:.2f})" if ci else ""
+        out.write(f"Measured speedup: {'%.2fx' % sp + span if sp is not None else 'not measured'}, "
+                  f"{rec.get('status')} ({_cell(rec.get('basis'))}).\n\n")
+    fc = rec.get("fix_call")
+    if fc:
+        out.write(f"The change, in your DataLoader call at `{_cell(fc['file'])}:{fc['line']}` "
+                  f"(also as `{rec.get('fix_patch')}` beside this report: `git apply {rec.get('fix_patch')}`):\n\n")
+        out.write(_fence(fc["before"]) + "\nbecomes\n\n" + _fence(fc["after"]) + "\n")
+    if r.get("measurement_problems"):
+        out.write("Measurement problems (these figures are not shown): "
+                  f"{_cell('; '.join(r['measurement_problems']))}.\n\n")
 
 
 def _baseline(r: dict, out: TextIO) -> None:
@@ -106,9 +121,19 @@ def _confirm(r: dict, out: TextIO) -> None:
     if c:
         out.write("## Confirm run\n\n")
         sp = c.get("speedup")
+        ci = c.get("speedup_ci")
         out.write(f"The real training script re-run with `{_cell(c.get('settings'))}`: {c.get('status')}"
-                  + (f"; {num(c.get('baseline_samples_per_s'))} -> {num(c.get('confirm_samples_per_s'))} samples/s "
-                     f"including start-up (**{sp:.2f}x**)" if sp is not None else "") + ".\n\n")
+                  + (f"; median {num(c.get('baseline_samples_per_s'))} -> {num(c.get('confirm_samples_per_s'))} "
+                     f"samples/s including start-up (**{sp:.2f}x**"
+                     + (f", 95% interval {ci[0]:.2f}-{ci[1]:.2f}" if ci else "")
+                     + f", {c.get('repeats')} interleaved pair(s): {c.get('verdict')})" if sp is not None else "")
+                  + ".\n\n")
+        rows = [[i + 1, num(p.get("a_samples_per_s")), num(p.get("b_samples_per_s")),
+                 f"{p['b_samples_per_s'] / p['a_samples_per_s']:.2f}" if p.get("a_samples_per_s")
+                 and p.get("b_samples_per_s") else "", "yes" if p.get("noisy") else ""]
+                for i, p in enumerate(c.get("pairs") or [])]
+        if rows:
+            _table(out, ["pair", "as written (A)", "recommended (B)", "B / A", "noisy"], rows)
 
 
 def _transforms(r: dict, out: TextIO) -> None:
@@ -158,9 +183,10 @@ def _context(r: dict, out: TextIO) -> None:
 def _loaders_and_stages(r: dict, out: TextIO) -> None:
     if r.get("loaders"):
         out.write("## DataLoaders\n\n")
-        _table(out, ["#", "role", "site", "dataset", "len", "batch", "workers", "start", "pin", "persistent",
-                     "prefetch"],
-               [[l.get("index"), l.get("role"), l.get("site"), l.get("dataset"), l.get("dataset_len"),
+        _table(out, ["#", "role", "why", "cost share", "site", "dataset", "len", "batch", "workers", "start", "pin",
+                     "persistent", "prefetch"],
+               [[l.get("index"), l.get("role"), l.get("evidence"), pct(l.get("cost_share")), l.get("site"),
+                 l.get("dataset"), l.get("dataset_len"),
                  l.get("batch_size"), l.get("num_workers"), l.get("start_method"), l.get("pin_memory"),
                  l.get("persistent_workers"), l.get("prefetch_factor")] for l in r["loaders"]])
 

@@ -12,16 +12,21 @@ VERDICT_TEXT = {
 }
 
 
+def _number(x) -> bool:
+    """A figure to format (a report from an older version may lack a field: "n/a", never an error)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
 def ms(x) -> str:
-    return "n/a" if x is None else f"{1000 * x:.1f} ms"
+    return f"{1000 * x:.1f} ms" if _number(x) else "n/a"
 
 
 def pct(x) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
+    return f"{100 * x:.1f}%" if _number(x) else "n/a"
 
 
 def num(x, digits: int = 1) -> str:
-    return "n/a" if x is None else f"{x:,.{digits}f}"
+    return f"{x:,.{digits}f}" if _number(x) else "n/a"
 
 
 def dist(d: dict | None, key: str) -> str:

@@ -60,3 +60,36 @@ def test_after_a_baseline_hang_experiments_stuck_in_the_same_frame_end_early(tmp
     for s in early:
         assert s["seconds"] < 16, s  # the full allowance would have been 16 s after the first batch wait
     assert took < 8 * 2 + 60 + 30, took  # the issue's goal (timeout x 2 + 60 s), with slack for a busy machine
+
+
+def test_a_confirmed_fix_is_written_as_a_patch_that_git_applies(tmp_path):
+    """I/O-bound with num_workers=0: more workers are confirmed over interleaved pairs, and
+    fix.patch changes exactly the DataLoader call; the patched script runs."""
+    import shutil
+    import subprocess
+    import sys
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(script("io_patchable.py"), repo / "train.py")
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True, timeout=30)
+    before = (repo / "train.py").read_text()
+    out = tmp_path / "out"
+    r = run_cli("probe", str(repo / "train.py"), "--out", str(out), "--timeout", "30", "-q", "--stages",
+                "baseline,loader-only,workers,confirm", "--max-workers", "4", "--repeats", "3", "--steps", "30",
+                timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    rec = report["recommendation"]
+    assert rec["status"] == "confirmed", (rec, report.get("confirm"))
+    assert rec["num_workers"] > 0 and rec["speedup_ci"][0] > 1.02
+    patch = out / "fix.patch"
+    assert patch.exists() and rec["fix_patch"] == "fix.patch"
+    subprocess.run(["git", "apply", "--check", str(patch)], cwd=repo, check=True, timeout=30)
+    subprocess.run(["git", "apply", str(patch)], cwd=repo, check=True, timeout=30)
+    after = (repo / "train.py").read_text()
+    assert f"num_workers={rec['num_workers']}" in after and "# a comment inside the call stays" in after
+    start, tail = before.index("DataLoader("), before.index("    model = ")
+    assert before[:start] == after[:start] and before[tail:] == after[after.index("    model = "):]  # only the call
+    run = subprocess.run([sys.executable, str(repo / "train.py"), "1"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "io_patchable done" in run.stdout, run.stderr[-1000:]
