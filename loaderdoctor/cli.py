@@ -34,6 +34,7 @@ def _sigterm_as_interrupt() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGHUP, handler)  # the terminal closed: end the run, keep what was measured
 
 
 @app.command(context_settings=_EXTRA)
