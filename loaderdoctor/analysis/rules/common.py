@@ -80,7 +80,8 @@ def _ms(x: float | None) -> str:
 def _where(c: dict | None) -> str:
     if not c:
         return "no frame in your own code was found"
-    return f"{c.get('function')} at {c.get('file')}:{c.get('line')} ({c.get('role')}, pid {c.get('pid')})"
+    pid = f", pid {c['pid']}" if c.get("pid") is not None else ""
+    return f"{c.get('function')} at {c.get('file')}:{c.get('line')} ({c.get('role')}{pid})"
 
 
 # Stages that run the user's real training loop. Hangs and crashes of the experiments
