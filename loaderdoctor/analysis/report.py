@@ -65,6 +65,10 @@ def stage_block(stage: dict, warmup: int) -> dict:
         summary["loop"] = loop
         summary["data_wait_fraction"] = loop["wait_fraction"]
         summary["wait_method"] = "loop boundary"
+    idle = stepstats.gpu_idle(stage.get("events", []), train_idx, stepstats.measured_steps(ls, warm) if ls else [])
+    if idle:  # GPU truth: the stall that costs money is the GPU running dry, not the host's wait
+        summary["gpu_idle"] = idle
+        summary["gpu_idle_fraction"] = idle["fraction"]
     return {"loaders": loaders, "summary": summary, "timeline": stepstats.timeline(ls), "train_index": train_idx}
 
 

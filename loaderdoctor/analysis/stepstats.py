@@ -121,6 +121,17 @@ def role_of(index: int, train_idx: int | None, roles: dict[int, dict]) -> tuple[
     return "other", f"{d['batches']} batches drawn, {d['optimizer_steps']} optimizer steps after them"
 
 
+def gpu_idle(events: list[dict], loader: int | None, steps: list[Step]) -> dict | None:
+    """On CUDA: the GPU-idle gap at each batch boundary of the training loader ("gg" events,
+    child/cuda.py), its distribution, and its share of the measured steps' time."""
+    gaps = [e["g"] for e in events if e.get("e") == "gg" and e.get("l") == loader]
+    total = sum(s.wait + (s.compute or 0.0) for s in steps)
+    if len(gaps) < 5 or total <= 0:
+        return None
+    gaps = gaps[-len(steps):] if len(gaps) > len(steps) else gaps
+    return {"boundaries": len(gaps), "gap_s": _dist(gaps), "fraction": round(min(1.0, sum(gaps) / total), 4)}
+
+
 def loop_boundaries(events: list[dict], loader: int | None, skip: int) -> dict | None:
     """The loop's own boundary, from the optimizer's steps on the training loader: per step,
     the time from the previous step's end to the model's first forward (loading, a wrapper's

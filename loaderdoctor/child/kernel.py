@@ -68,7 +68,7 @@ def run_notebook(spec: RunnerSpec, emit) -> tuple[str, int, dict | None]:
 def kernel_setup(spec_path: str) -> None:
     """Run as the notebook's first cell: hooks in, events out through the FIFO."""
     from loaderdoctor.child import patches, recorder, worker
-    from loaderdoctor.child.cuda import cuda_sync
+    from loaderdoctor.child.cuda import gpu_gaps
     from loaderdoctor.child.emitter import Emitter, leave_hook
 
     spec = RunnerSpec.load(spec_path)
@@ -79,7 +79,7 @@ def kernel_setup(spec_path: str) -> None:
     from loaderdoctor import lifeline
 
     lifeline.die_with_parent()  # the kernel follows the runner that started it
-    rec = recorder.recorder_from_spec(spec, emit, cuda_sync())
+    rec = recorder.recorder_from_spec(spec, emit, gpu_gaps())
     rec.finish_hook = leave_hook(emit)
     patches.install(rec)
     try:  # the kernel outlives each cell: a cell's last batch events go out when it ends

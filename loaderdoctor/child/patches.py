@@ -38,7 +38,6 @@ def install(rec: Recorder) -> None:
     orig_next = base_iter.__next__
     sig = inspect.signature(orig_init)
     clock = rec.clock
-    sync = rec.sync
 
     def __init__(self, *args, **kwargs):
         built_at, via, origin = construction(2)
@@ -77,24 +76,7 @@ def install(rec: Recorder) -> None:
             pass
         return it
 
-    def __next__(self):
-        if sync is not None:
-            sync()
-        t0 = clock()
-        st = rec.before_next(self, t0)
-        try:
-            batch = orig_next(self)
-        except StopIteration:
-            rec.on_exhausted(st, t0)
-            raise
-        except Exception as exc:
-            rec.on_error(self)
-            source = getattr(self, "_ld_sample_source", None)
-            if source is not None:
-                rec.estimate_batch(*source, exc)
-            raise
-        rec.on_batch(st, t0, clock(), batch)
-        return batch
+    __next__ = _next_hook(rec, orig_next)
 
     for owner, name, new in ((DataLoader, "__init__", __init__), (DataLoader, "__iter__", __iter__),
                              (base_iter, "__next__", __next__)):
@@ -136,6 +118,38 @@ def _install_step_hooks(rec: Recorder) -> None:
 
     _HANDLES.append(register_optimizer_step_post_hook(after_step))
     _HANDLES.append(forward)
+
+
+def _next_hook(rec: Recorder, orig_next):
+    """The per-step path: the wait for each batch, the compute since the last, and on CUDA the
+    GPU-idle gap at the boundary (events only, never a synchronize)."""
+    clock, gpu = rec.clock, rec.gpu
+
+    def __next__(self):
+        entered = gpu.enter() if gpu is not None else None  # no synchronize: events, read later
+        t0 = clock()
+        st = rec.before_next(self, t0)
+        try:
+            batch = orig_next(self)
+        except StopIteration:
+            rec.on_exhausted(st, t0)
+            raise
+        except Exception as exc:
+            rec.on_error(self)
+            source = getattr(self, "_ld_sample_source", None)
+            if source is not None:
+                rec.estimate_batch(*source, exc)
+            raise
+        t1 = clock()
+        rec.on_batch(st, t0, t1, batch)
+        if entered is not None and st is not None:
+            gpu.leave(entered, st.count - 1, st.site)
+            ready = gpu.ready()
+            if ready:
+                rec.on_gpu_gaps(ready, t1)
+        return batch
+
+    return __next__
 
 
 def uninstall() -> None:

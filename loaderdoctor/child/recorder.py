@@ -44,7 +44,7 @@ class _IterState:
 
 
 class Recorder:
-    """Turns hook calls into events. The clock and the accelerator sync are parameters
+    """Turns hook calls into events. The clock and the GPU seam (child/cuda.GpuGaps) are parameters
     so the timing logic is testable with a fake clock."""
 
     def __init__(
@@ -58,7 +58,7 @@ class Recorder:
         override_site: str | None = None,
         stack_dir: str | None = None,
         clock: Callable[[], float] = time.perf_counter,
-        sync: Callable[[], None] | None = None,
+        gpu: Any = None,
         mode: str = "train",
         target_site: str | None = None,
         drain_seconds: float | None = None,
@@ -75,7 +75,7 @@ class Recorder:
         self.override_site = override_site
         self.stack_dir = stack_dir
         self.clock = clock
-        self.sync = sync
+        self.gpu = gpu  # GpuGaps on CUDA: the GPU-idle gap at each batch boundary, read lazily
         self.pid = os.getpid()
         # In a forked child (a worker) the hooks stay patched but must do nothing; a flag set
         # at fork keeps a getpid() syscall off the per-step path.
@@ -333,6 +333,11 @@ class Recorder:
         self.emit(json.dumps({"e": "batch_estimate", "l": site,
                               "bytes": nbytes * bs, "tensors": ntensors, "from": "one sample x batch_size"}))
 
+    def on_gpu_gaps(self, ready: list[tuple[int, int, float]], now: float) -> None:
+        """GPU-idle gaps whose events completed (child/cuda.GpuGaps.ready)."""
+        for site, index, gap in ready:
+            self.emit_batch(f'{{"e":"gg","l":{site},"i":{index},"g":{gap:.6f}}}', now)
+
     def on_exhausted(self, st: _IterState | None, t0: float) -> None:
         if st is None or st.t_last is None:
             return
@@ -361,8 +366,8 @@ def hello(**extra) -> dict:
             "cuda_available": bool(torch.cuda.is_available()), **extra}
 
 
-def recorder_from_spec(spec: RunnerSpec, emit: Callable[[str], None], sync: Callable[[], None] | None) -> Recorder:
+def recorder_from_spec(spec: RunnerSpec, emit: Callable[[str], None], gpu: Any = None) -> Recorder:
     return Recorder(
         emit, steps=int(spec.steps), warmup=int(spec.warmup), max_seconds=spec.max_seconds,
-        overrides=spec.overrides or {}, override_site=spec.override_site, stack_dir=spec.stack_dir, sync=sync,
+        overrides=spec.overrides or {}, override_site=spec.override_site, stack_dir=spec.stack_dir, gpu=gpu,
         mode=spec.mode, target_site=spec.target_site, drain_seconds=spec.drain_seconds, stage_dir=spec.stage_dir)

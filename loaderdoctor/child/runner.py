@@ -14,7 +14,7 @@ import time
 import traceback
 
 from loaderdoctor import lifeline
-from loaderdoctor.child.cuda import cuda_sync
+from loaderdoctor.child.cuda import gpu_gaps
 from loaderdoctor.child.emitter import Emitter, leave_hook
 from loaderdoctor.frames import exception_record
 from loaderdoctor.protocol import ARGV_ENV, EVENT_FD_ENV, PARENT_PID_ENV, RunnerSpec
@@ -68,7 +68,7 @@ def run(spec: RunnerSpec, emit: Emitter) -> int:
     import torch  # noqa: F401  (timed: the import is part of every stage's start-up)
 
     emit.json(recorder.hello(torch_import_s=round(time.perf_counter() - t, 3)))
-    rec = recorder.recorder_from_spec(spec, emit, cuda_sync())
+    rec = recorder.recorder_from_spec(spec, emit, gpu_gaps())
     rec.finish_hook = leave_hook(emit)
     patches.install(rec)
 

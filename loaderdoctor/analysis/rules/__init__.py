@@ -52,7 +52,7 @@ def verdict(r: dict) -> str:
     if _real(r.get("crashes")):
         return "crash"
     b = r.get("baseline") or {}
-    frac = b.get("data_wait_fraction")
+    frac = b.get("gpu_idle_fraction", b.get("data_wait_fraction"))  # on CUDA: the GPU's idle share
     if frac is None or (b.get("steps") or 0) < THRESHOLDS["min_steps"]:
         return "inconclusive"
     if frac >= THRESHOLDS["data_bound_fraction"]:
