@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from loaderdoctor.analysis import report, static, stepstats, tuning
+from loaderdoctor.analysis import static, stepstats, tables, tuning
 from loaderdoctor.analysis.rules.common import THRESHOLDS
 from loaderdoctor.errors import EXIT_INTERRUPTED, EXIT_USAGE, LoaderDoctorError
 from loaderdoctor.observe import envinfo
@@ -106,7 +106,7 @@ def _baseline_wait(session: Session) -> float | None:
     st = session.stage("baseline")
     if not st or st["status"] != "ok":
         return None
-    summary = report.stage_block(st, int(session.options.get("warmup", DEFAULT_WARMUP)))["summary"]
+    summary = tables.stage_block(st, int(session.options.get("warmup", DEFAULT_WARMUP)))["summary"]
     return summary["data_wait_fraction"] if (summary.get("steps") or 0) >= THRESHOLDS["min_steps"] else None
 
 
