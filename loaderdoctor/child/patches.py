@@ -16,6 +16,7 @@ from typing import Any
 
 from loaderdoctor.child.describe import construction, dataset_tag
 from loaderdoctor.child.recorder import Recorder
+from loaderdoctor.child.worker import ChainedWorkerInit
 
 _PATCHED: list[tuple[Any, str, Any]] = []
 _HANDLES: list[Any] = []  # torch hook handles (optimizer step, module forward)
@@ -65,11 +66,21 @@ def install(rec: Recorder) -> None:
             rec.drain(self)
         t_start = clock()
         threads = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+        # The workers get our setup (stack files, the parent watch) chained before the user's
+        # worker_init_fn only while they start: the attribute itself stays what the user and the
+        # framework set (Lightning adds its seeding worker_init_fn only where it finds None).
+        user_init = self.worker_init_fn
+        chained = rec.stack_dir is not None and self.num_workers > 0 and not isinstance(user_init, ChainedWorkerInit)
+        if chained:
+            self.worker_init_fn = ChainedWorkerInit(user_init, rec.stack_dir)
         try:
             it = orig_iter(self)
         except Exception as exc:
             rec.on_iter_error(self, exc)
             raise
+        finally:
+            if chained:
+                self.worker_init_fn = user_init
         try:
             rec.on_iter(self, it, t_start, threads)
         except AttributeError:  # an iterator type that refuses attributes: time it anyway

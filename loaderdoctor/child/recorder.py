@@ -137,8 +137,6 @@ class Recorder:
 
     def after_init(self, loader: Any, site: str, overridden: dict | None, built_at: str | None = None,
                    via: str | None = None, origin: str | None = None) -> None:
-        if self.stack_dir and not isinstance(loader.worker_init_fn, ChainedWorkerInit):
-            loader.worker_init_fn = ChainedWorkerInit(loader.worker_init_fn, self.stack_dir)
         idx = self.site_index(site)
         loader._ld_site = idx
         loader._ld_site_name = site
