@@ -6,5 +6,6 @@ cd "$(dirname "$0")/.."
 echo "== overhead";        python benchmarks/overhead.py
 echo "== hang_latency";    python benchmarks/hang_latency.py
 echo "== time_to_verdict"; python benchmarks/time_to_verdict.py
+echo "== hang_probe";      python benchmarks/hang_probe.py
 echo "== sweep";           python benchmarks/sweep.py
 echo "== report_size";     python benchmarks/report_size.py --minutes "${REPORT_MINUTES:-10}"

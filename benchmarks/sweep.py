@@ -20,7 +20,10 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from loaderdoctor.observe import envinfo, metrics, stages, tuning  # noqa: E402
+from loaderdoctor.analysis import stepstats as metrics  # noqa: E402
+from loaderdoctor.analysis import tuning  # noqa: E402
+from loaderdoctor.observe import envinfo  # noqa: E402
+from loaderdoctor.orchestrate import experiments as stages  # noqa: E402
 from loaderdoctor.orchestrate.probe import ProbeOptions  # noqa: E402
 from loaderdoctor.session import Session  # noqa: E402
 from loaderdoctor.orchestrate.target import Target  # noqa: E402

@@ -1,4 +1,5 @@
-"""Wall time of a full `loaderdoctor probe` of the bundled demo (goal: 90 s or less on 2 cores).
+"""Wall time of a full `loaderdoctor probe` of the bundled demo (goal: 45 s or less on 2 cores;
+the confirm runs its default 5 interleaved pairs within that when the budget allows).
 
     python benchmarks/time_to_verdict.py
 """
