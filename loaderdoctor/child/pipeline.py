@@ -245,10 +245,14 @@ class TimingWorkerInit:
             self.inner(worker_id)
 
 
-def identity(x):
+def identity(*args, **kwargs):
     """Prefix 0 (loading only): some Compose classes cannot run an empty list
-    (torchvision v2 raises UnboundLocalError), so the empty prefix holds this one step."""
-    return x
+    (torchvision v2 raises UnboundLocalError), so the empty prefix holds this one step. It
+    passes through what it is given, positionally (torchvision, MONAI) or as keywords
+    (albumentations calls each step as t(**data) and expects the dict back)."""
+    if args:
+        return args[0] if len(args) == 1 and not kwargs else args
+    return kwargs
 
 
 def list_collate(batch):

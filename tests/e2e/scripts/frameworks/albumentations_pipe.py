@@ -1,4 +1,8 @@
 """albumentations.Compose on numpy HWC images inside Dataset.__getitem__ (self.transform)."""
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # else `import albumentations` asks pypi.org (2 s timeout)
+
 import albumentations as A
 import numpy as np
 import torch
@@ -37,7 +41,7 @@ if __name__ == "__main__":
     train_transform = A.Compose([
         A.RandomCrop(height=32, width=32),
         A.HorizontalFlip(p=0.5),
-        A.ShiftScaleRotate(shift_limit=0.05, scale_limit=0.05, rotate_limit=15, p=0.5),
+        A.Affine(translate_percent=(-0.05, 0.05), scale=(0.95, 1.05), rotate=(-15, 15), p=0.5),
         A.RandomBrightnessContrast(p=0.3),
         A.Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
     ])

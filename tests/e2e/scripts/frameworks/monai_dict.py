@@ -33,6 +33,9 @@ def make_items(n, rng):
 if __name__ == "__main__":
     # not monai.utils.set_determinism: its cudnn.deterministic=True makes CPU convolutions ~20x slower
     torch.manual_seed(0)
+    # CPU-only box: one intra-op thread, the cores go to the loader workers (with the default two
+    # OpenMP threads next to two busy workers this loop ran ~4x slower here)
+    torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     train_files, val_files = make_items(400, rng), make_items(32, rng)
 

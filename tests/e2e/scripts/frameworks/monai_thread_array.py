@@ -7,10 +7,19 @@ import numpy as np
 import torch
 from monai.data import ArrayDataset, DataLoader, ThreadDataLoader
 from monai.networks.nets import DenseNet121
-from monai.transforms import Compose, EnsureChannelFirst, RandFlip, RandRotate90, ScaleIntensity, ToTensor
-
+from monai.transforms import (
+    Compose,
+    EnsureChannelFirst,
+    RandFlip,
+    RandRotate90,
+    ScaleIntensity,
+    ToTensor,
+)
 
 if __name__ == "__main__":
+    # CPU-only box: one intra-op thread, the cores go to the loader workers (default OpenMP threads
+    # next to busy workers made this loop several times slower on a loaded 2-core machine)
+    torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     images = [rng.random((32, 32), dtype=np.float32) * 255 for _ in range(480)]
     labels = rng.integers(0, 2, size=480).astype(np.int64)

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 class RandomImageDataset(Dataset):
     """Stands in for timm.data.ImageDataset: PIL images in, `self.transform` set by create_loader."""
 
-    def __init__(self, n, num_classes=10, size=72, seed=0):
+    def __init__(self, n, num_classes=10, size=40, seed=0):
         rng = np.random.default_rng(seed)
         self.arrays = rng.integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
         self.targets = rng.integers(0, num_classes, size=n)
@@ -82,8 +82,11 @@ def validate(model, loader, loss_fn, device):
 
 def main():
     device = torch.device("cpu")
-    model = timm.create_model("test_resnet", pretrained=False, num_classes=10)
-    data_config = resolve_data_config({"input_size": (3, 64, 64), "crop_pct": 0.9}, model=model)
+    # CPU-only box: one intra-op thread, the cores go to the loader workers (with the default
+    # two OpenMP threads competing with two busy workers, each step was ~7x slower here)
+    torch.set_num_threads(1)
+    model = timm.create_model("test_vit", pretrained=False, num_classes=10, img_size=32)
+    data_config = resolve_data_config({"input_size": (3, 32, 32), "crop_pct": 0.9}, model=model)
 
     dataset_train = RandomImageDataset(800)
     dataset_eval = RandomImageDataset(96, seed=1)

@@ -1,7 +1,6 @@
 """Classic torchvision.transforms (v1) on random PIL images, torchvision's mobilenet_v3_small at 32 px."""
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import models, transforms
@@ -25,6 +24,9 @@ class RandomPILImages(Dataset):
 
 
 if __name__ == "__main__":
+    # CPU-only box: one intra-op thread, the cores go to the loader workers (default OpenMP threads
+    # next to busy workers made this loop several times slower on a loaded 2-core machine)
+    torch.set_num_threads(1)
     normalize = transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
     train_tf = transforms.Compose([
         transforms.RandomResizedCrop(32),
