@@ -38,11 +38,10 @@ from loaderdoctor.analysis.attach_view import (
     wilson,
 )
 from loaderdoctor.analysis.rules.attach import (
-    _pct,
     rule_data_or_compute_bound,
     rule_hang,
 )
-from loaderdoctor.analysis.rules.common import THRESHOLDS
+from loaderdoctor.analysis.rules.common import THRESHOLDS, _pct, share_verdict
 from loaderdoctor.redact import redact_argv
 
 SCHEMA_VERSION = 1
@@ -151,11 +150,7 @@ def _verdict(frozen: bool, share: float | None, n: int) -> str:
         return "hang"
     if share is None or n < MIN_SAMPLES:
         return "inconclusive"
-    if share >= THRESHOLDS["data_bound_fraction"]:
-        return "data-bound"
-    if share < THRESHOLDS["compute_bound_fraction"]:
-        return "compute-bound"
-    return "balanced"
+    return share_verdict(share)
 
 
 def _environment(record: dict, environment: dict | None) -> dict:

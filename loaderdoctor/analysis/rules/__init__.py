@@ -14,6 +14,7 @@ from loaderdoctor.analysis.rules.common import (
     Rule,
     _real,
     _train_loader,
+    share_verdict,
 )
 from loaderdoctor.analysis.rules.completeness import rule_probe_incomplete
 from loaderdoctor.analysis.rules.context import (
@@ -55,11 +56,7 @@ def verdict(r: dict) -> str:
     frac = b.get("gpu_idle_fraction", b.get("data_wait_fraction"))  # on CUDA: the GPU's idle share
     if frac is None or (b.get("steps") or 0) < THRESHOLDS["min_steps"]:
         return "inconclusive"
-    if frac >= THRESHOLDS["data_bound_fraction"]:
-        return "data-bound"
-    if frac < THRESHOLDS["compute_bound_fraction"]:
-        return "compute-bound"
-    return "balanced"
+    return share_verdict(frac)
 
 
 def recommendation(r: dict, best: dict | None = None) -> dict:

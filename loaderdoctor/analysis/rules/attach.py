@@ -4,18 +4,7 @@ sampled data-wait share, with the probe's thresholds."""
 from __future__ import annotations
 
 from loaderdoctor.analysis.attach_view import MIN_SAMPLES, PROGRESS_CPU_SHARE
-from loaderdoctor.analysis.rules.common import THRESHOLDS, Finding
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.0f}%"
-
-
-def _where(c: dict | None) -> str:
-    if not c:
-        return "no frame in your own code was found"
-    wid = f", worker {c['worker_id']}" if c.get("worker_id") is not None else ""
-    return f"{c.get('function')} at {c.get('file')}:{c.get('line')} ({c.get('role')}{wid}, pid {c.get('pid')})"
+from loaderdoctor.analysis.rules.common import THRESHOLDS, Finding, _pct, _where
 
 
 def rule_hang(hangs: list[dict], mains: list[dict]) -> list[Finding]:

@@ -69,8 +69,8 @@ class Finding:
 Rule = Callable[[dict], list[Finding]]
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.0f}%"
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.0f}%"
 
 
 def _ms(x: float | None) -> str:
@@ -80,8 +80,18 @@ def _ms(x: float | None) -> str:
 def _where(c: dict | None) -> str:
     if not c:
         return "no frame in your own code was found"
+    wid = f", worker {c['worker_id']}" if c.get("worker_id") is not None else ""
     pid = f", pid {c['pid']}" if c.get("pid") is not None else ""
-    return f"{c.get('function')} at {c.get('file')}:{c.get('line')} ({c.get('role')}{pid})"
+    return f"{c.get('function')} at {c.get('file')}:{c.get('line')} ({c.get('role')}{wid}{pid})"
+
+
+def share_verdict(frac: float) -> str:
+    """data-bound, compute-bound or balanced from the step's data-wait share (THRESHOLDS)."""
+    if frac >= THRESHOLDS["data_bound_fraction"]:
+        return "data-bound"
+    if frac < THRESHOLDS["compute_bound_fraction"]:
+        return "compute-bound"
+    return "balanced"
 
 
 # Stages that run the user's real training loop. Hangs and crashes of the experiments
