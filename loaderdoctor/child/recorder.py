@@ -18,6 +18,7 @@ from loaderdoctor.child.describe import (
     loader_config,
     native_thread_pools,
 )
+from loaderdoctor.child import datasetinfo, workerevents
 from loaderdoctor.child.worker import ChainedWorkerInit
 from loaderdoctor.protocol import (
     DEFAULT_STEPS,
@@ -107,6 +108,8 @@ class Recorder:
         self.grad_enabled: Callable[[], bool] = lambda: True
         self.site_keys: dict[str, list[str]] = {}  # site -> dataset tags seen there, in order
         self.finish_hook: Callable[[], None] | None = None  # the runner's: flush and leave
+        self.channel = workerevents.channel_of(emit)  # the event pipe, for the workers' own events
+        self.described: set[int] = set()  # loaders whose dataset was described ("ds")
 
     def _mark_child(self) -> None:
         self.in_child = True
@@ -137,9 +140,10 @@ class Recorder:
 
     def after_init(self, loader: Any, site: str, overridden: dict | None, built_at: str | None = None,
                    via: str | None = None) -> None:
-        if self.stack_dir and not isinstance(loader.worker_init_fn, ChainedWorkerInit):
-            loader.worker_init_fn = ChainedWorkerInit(loader.worker_init_fn, self.stack_dir)
         idx = self.site_index(site)
+        if (self.stack_dir or self.channel) and not isinstance(loader.worker_init_fn, ChainedWorkerInit):
+            events = {"channel": self.channel, "t0": self.t0, "site": idx} if self.channel else None
+            loader.worker_init_fn = ChainedWorkerInit(loader.worker_init_fn, self.stack_dir, events)
         loader._ld_site = idx
         loader._ld_site_name = site
         self.site_warmup[idx] = loader_warmup({"num_workers": loader.num_workers,
@@ -180,6 +184,9 @@ class Recorder:
             except Exception:
                 pass
         self.emit(json.dumps(ev))
+        if idx not in self.described:  # once per loader: its dataset's Python containers
+            self.described.add(idx)
+            self.emit(json.dumps(datasetinfo.describe_event(loader, idx), default=str))
 
     def on_iter_error(self, loader: Any, exc: Exception) -> None:
         """Starting the iterator failed (under spawn/forkserver: pickling the dataset or
