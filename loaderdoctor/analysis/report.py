@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from statistics import median
 
-from loaderdoctor.analysis import crash, samples, stats, stepstats
+from loaderdoctor.analysis import crash, datafacts, samples, stats, stepstats
 from loaderdoctor.analysis import rules as diagnose
 from loaderdoctor.protocol import DEFAULT_WARMUP
 from loaderdoctor.session import Session
@@ -131,6 +131,7 @@ def build_report(session: Session) -> dict:
     r["preflight"] = preflight(session, r["loaders"])
     r["stage_samples"] = {st["name"]: samples.downsample(st.get("samples")) for st in session.stages
                           if st.get("samples")}
+    r["data"] = datafacts.data_block(session, r)  # what the data rules read (docs/findings-data.md)
     r["verdict"], r["findings"], r["recommendation"] = diagnose.diagnose(r, best=_candidate(r))
     return r
 
