@@ -79,6 +79,9 @@ def rule_worker_startup(r: dict) -> list[Finding]:
     if method in ("spawn", "forkserver"):
         parts.append("every worker receives a pickled copy of the dataset under " + method
                      + ": keep large in-memory data out of it (paths, or a file the workers map)")
+    if not init and method not in ("spawn", "forkserver"):
+        parts.append("the wait is the first fetch itself: move lazy set-up in __getitem__/__iter__ (opening files, "
+                     "loading an index) to the dataset's __init__ so forked workers inherit it")
     parts.append("fewer workers start faster when the loader does not need them all")
     return [Finding("worker-startup", "info", f"Starting the loader's workers takes {first:.1f} s",
                     ev, fix + "; ".join(parts) + ".")]
