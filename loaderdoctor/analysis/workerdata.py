@@ -198,7 +198,8 @@ def slow_worker(events: list[dict], loader: int | None, min_fetches: int = 4) ->
 
 
 def duplicates(events: list[dict], loader: int | None) -> dict | None:
-    """Workers of one iterator whose first batches were identical (digests of "wh" events)."""
+    """Workers of one iterator whose first batches were identical (digests of "wh" events); a
+    worker whose first batches are all alike (constant data) is not compared."""
     seqs: dict[int, dict[int, str]] = {}
     wid: dict[int, int] = {}
     for e in _of(events, "wh", loader):
@@ -209,7 +210,7 @@ def duplicates(events: list[dict], loader: int | None) -> dict | None:
         groups: dict[tuple, list[int]] = {}
         for pid in it["workers"]:
             s = seqs.get(pid)
-            if s:
+            if s and len(set(s.values())) > 1:  # a constant stream (dummy zeros) tells nothing
                 groups.setdefault(tuple(s[k] for k in sorted(s)), []).append(pid)
         same = max(groups.values(), key=len, default=[])
         if len(same) >= 2 and (best is None or len(same) > len(best["pids"])):
