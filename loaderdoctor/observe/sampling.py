@@ -108,8 +108,8 @@ class TreeSampler(threading.Thread):
         if with_memory:
             cost = time.thread_time() - c0
             self.memory_cpu_s += cost
-            # half the budget paces the full passes; the workers' own readings use the rest
-            wait = max(self.memory_every, int(cost / (self.memory_budget / 2) / self.interval) + 1)
+            # the full passes keep their own pace; the workers' readings in between use what it leaves
+            wait = max(self.memory_every, int(cost / self.memory_budget / self.interval) + 1)
             self._next_memory_n = n + wait
         else:
             self._worker_memory_pass(t, roles)
