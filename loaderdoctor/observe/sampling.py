@@ -108,8 +108,10 @@ class TreeSampler(threading.Thread):
         if with_memory:
             cost = time.thread_time() - c0
             self.memory_cpu_s += cost
-            # the full passes keep their own pace; the workers' readings in between use what it leaves
-            wait = max(self.memory_every, int(cost / self.memory_budget / self.interval) + 1)
+            # with workers, the full passes pace themselves on half the budget: the workers' own
+            # readings in between get the rest
+            share = 0.5 if "worker" in roles.values() else 1.0
+            wait = max(self.memory_every, int(cost / (self.memory_budget * share) / self.interval) + 1)
             self._next_memory_n = n + wait
         else:
             self._worker_memory_pass(t, roles)

@@ -26,16 +26,16 @@ def _probe(tmp_path, name, stages, steps, *script_args):
 
 
 def test_copy_on_read_grows_the_workers_memory(tmp_path):
-    r, f = _probe(tmp_path, "copy_on_read.py", "baseline", 250)
+    r, f = _probe(tmp_path, "copy_on_read.py", "baseline", 400)
     g = f["worker-memory-growth"]
-    assert "copy-on-read" in g["evidence"] and "items (list of 600,000 items" in g["evidence"]
+    assert "copy-on-read" in g["evidence"] and "items (list of 300,000 items" in g["evidence"]
     assert "MB per batch" in g["evidence"] and "numpy" in g["fix"]
     fit = r["data"]["memory"]["fit"]
     assert fit["slope_mb_s"] > 5 and r["data"]["memory"]["readings"] >= 3  # workers that live ~1 s, read
 
 
 def test_numpy_backed_dataset_does_not_grow(tmp_path):
-    r, f = _probe(tmp_path, "copy_on_read.py", "baseline", 250, "--numpy")
+    r, f = _probe(tmp_path, "copy_on_read.py", "baseline", 400, "--numpy")
     assert "worker-memory-growth" not in f
     fit = r["data"]["memory"]["fit"]
     assert fit is None or fit["slope_mb_s"] < 4

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-N = 600_000
+N = 300_000
 WINDOW = 3000  # items each sample reads (a lookup over its neighbours)
-STRIDE = 1500
+STRIDE = 750
 
 
 class Records(Dataset):
