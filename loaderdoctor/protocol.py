@@ -16,6 +16,10 @@ PIPE_BUF) on an inherited pipe. Kinds (key "e"):
   end     an iterator stopped: l, c (compute of its last batch), why: epoch|stop
   stop    the runner is stopping the script: why: steps|time
   exit    the script is over: how: finished|stopped|sysexit|exception, code, exc{...}
+  ds      a loader's dataset, once at its first iterator: iterable, containers[...], in_order{...}
+  wf wx wh  written by the DataLoader workers themselves (child/workerevents.py): a fetch, an
+          IterableDataset stream that ended, a digest of one of a worker's first batches
+  cache_whatif  the transforms stage's deterministic prefix and its cached rate (child/cacheprefix.py)
 """
 
 from __future__ import annotations

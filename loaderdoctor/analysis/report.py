@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loaderdoctor.analysis import crash, impact, samples, stepstats
+from loaderdoctor.analysis import crash, datafacts, impact, samples, stepstats
 from loaderdoctor.analysis import rules as diagnose
 from loaderdoctor.analysis.tables import (
     _MISSING_ATTR,
@@ -110,6 +110,7 @@ def build_report(session: Session) -> dict:
     r["measurement_problems"] = sanity(r)
     r["stage_samples"] = {st["name"]: samples.downsample(st.get("samples")) for st in session.stages
                           if st.get("samples")}
+    r["data"] = datafacts.data_block(session, r)  # what the data rules read (docs/findings-data.md)
     r["verdict"], r["findings"], r["recommendation"] = diagnose.diagnose(r, best=_candidate(r))
     r["headline"] = headline(r)
     return r

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import sys
+
+PIPE_BUF = getattr(select, "PIPE_BUF", 4096)
 
 
 class Emitter:
@@ -50,10 +53,19 @@ class Emitter:
         self._write(text)
 
     def _write(self, text: str) -> None:
+        """Whole lines, in writes of at most PIPE_BUF bytes where the lines allow: such a write
+        to a pipe is atomic, so the workers' own lines (child/workerevents.py) never land
+        inside one of these (a single line longer than PIPE_BUF is written whole)."""
         data = text.encode("utf-8", "replace")
         try:
             while data and self.fd is not None:
-                data = data[os.write(self.fd, data):]
+                cut = len(data)
+                if cut > PIPE_BUF:
+                    nl = data.rfind(b"\n", 0, PIPE_BUF)
+                    cut = nl + 1 if nl >= 0 else data.find(b"\n") + 1 or len(data)
+                chunk, data = data[:cut], data[cut:]
+                while chunk and self.fd is not None:
+                    chunk = chunk[os.write(self.fd, chunk):]
         except OSError:
             self.fd = None  # the parent is gone; keep the script running undisturbed
 

@@ -16,7 +16,6 @@ from typing import Any
 
 from loaderdoctor.child.describe import construction, dataset_tag
 from loaderdoctor.child.recorder import Recorder
-from loaderdoctor.child.worker import ChainedWorkerInit
 
 _PATCHED: list[tuple[Any, str, Any]] = []
 _HANDLES: list[Any] = []  # torch hook handles (optimizer step, module forward)
@@ -70,9 +69,10 @@ def install(rec: Recorder) -> None:
         # worker_init_fn only while they start: the attribute itself stays what the user and the
         # framework set (Lightning adds its seeding worker_init_fn only where it finds None).
         user_init = self.worker_init_fn
-        chained = rec.stack_dir is not None and self.num_workers > 0 and not isinstance(user_init, ChainedWorkerInit)
+        setup = rec.worker_setup(self) if self.num_workers > 0 else None
+        chained = setup is not None
         if chained:
-            self.worker_init_fn = ChainedWorkerInit(user_init, rec.stack_dir)
+            self.worker_init_fn = setup
         try:
             it = orig_iter(self)
         except Exception as exc:

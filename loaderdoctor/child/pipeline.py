@@ -16,6 +16,8 @@ import time
 import types
 from typing import Any
 
+from loaderdoctor.child import cacheprefix, readsampler
+
 _ATTRS = ("transform", "transforms", "transform_fn", "preprocess")
 _WRAPPERS = ("dataset", "datasets", "base_dataset", "data_source")
 
@@ -112,11 +114,13 @@ class _Stats:
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
             json.dump({"pid": os.getpid(), "total": self.total, "calls": self.calls, "fetch_s": self.fetch_s,
-                       "collate_s": self.collate_s, "samples": self.samples, "batches": self.batches}, f)
+                       "collate_s": self.collate_s, "samples": self.samples, "batches": self.batches,
+                       "read_frames": readsampler.top()}, f)
         os.replace(tmp, path)
 
 
 _STATS: _Stats | None = None
+_NAMES: list[str] = []  # the timed pipeline's step names (child/workerevents.py names the slowest)
 _POSITIONS: dict[int, int] = {}  # id(transform instance) -> position
 _PATCHED_CLASSES: dict[type, Any] = {}
 
@@ -198,6 +202,8 @@ def install_timing(pipe: Pipeline | None, out_dir: str) -> None:
     to out_dir/tstats-<pid>.json."""
     global _STATS
     _STATS = _Stats(len(pipe.full) if pipe else 0, out_dir)
+    _NAMES[:] = pipe.names() if pipe else []
+    readsampler.start(__file__)  # where the rest of __getitem__ (reading, decoding) spends its time
     if pipe is None:
         _patch_fetchers()
         return
@@ -301,6 +307,7 @@ def run_transforms_stage(rec, loader) -> None:
         pipe.set_steps(pipe.full)
         loader.collate_fn = orig_collate
         rec.steps, rec.max_seconds = steps, max_seconds
+    cacheprefix.what_if(rec, loader, pipe)  # the deterministic prefix cached: measured, briefly
     _timed_drain(rec, loader, pipe, orig_collate)
 
 

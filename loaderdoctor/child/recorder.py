@@ -10,6 +10,7 @@ import os
 import time
 from typing import Any, Callable
 
+from loaderdoctor.child import datasetinfo, workerevents
 from loaderdoctor.child.describe import (
     apply_overrides,
     batch_bytes,
@@ -110,6 +111,8 @@ class Recorder:
         self.grad_enabled: Callable[[], bool] = lambda: True
         self.site_keys: dict[str, list[str]] = {}  # site -> dataset tags seen there, in order
         self.finish_hook: Callable[[], None] | None = None  # the runner's: flush and leave
+        self.channel = workerevents.channel_of(emit)  # the event pipe, for the workers' own events
+        self.described: set[int] = set()  # loaders whose dataset was described ("ds")
 
     def _mark_child(self) -> None:
         self.in_child = True
@@ -130,6 +133,15 @@ class Recorder:
             tags.append(tag)
         k = tags.index(tag)
         return key if k == 0 else f"{key} #{k + 1}"
+
+    def worker_setup(self, loader: Any) -> ChainedWorkerInit | None:
+        """What each worker of this loader runs first (stack files, fetch events, the parent
+        watch), chained before the user's worker_init_fn while the workers start."""
+        if not (self.stack_dir or self.channel) or isinstance(loader.worker_init_fn, ChainedWorkerInit):
+            return None
+        idx = getattr(loader, "_ld_site", None)
+        events = {"channel": self.channel, "t0": self.t0, "site": idx} if self.channel and idx is not None else None
+        return ChainedWorkerInit(loader.worker_init_fn, self.stack_dir, events)
 
     def before_init(self, site: str, arguments: dict) -> dict | None:
         if self.overrides and (self.override_site is None or self.override_site == site):
@@ -181,6 +193,9 @@ class Recorder:
             except Exception:
                 pass
         self.emit(json.dumps(ev))
+        if idx not in self.described:  # once per loader: its dataset's Python containers
+            self.described.add(idx)
+            self.emit(json.dumps(datasetinfo.describe_event(loader, idx), default=str))
 
     def on_iter_error(self, loader: Any, exc: Exception) -> None:
         """Starting the iterator failed (under spawn/forkserver: pickling the dataset or

@@ -9,12 +9,13 @@ from typing import Any, Callable
 
 
 class ChainedWorkerInit:
-    """worker_init_fn wrapper: faulthandler into a per-worker stack file, then the user's
-    function. Module-level and plain attributes, so it pickles under spawn/forkserver."""
+    """worker_init_fn wrapper: faulthandler into a per-worker stack file, the per-fetch events
+    (child/workerevents.py), then the user's function. Module-level and plain attributes, so it pickles under spawn/forkserver."""
 
-    def __init__(self, user_fn: Callable[[int], Any] | None, stack_dir: str | None):
+    def __init__(self, user_fn: Callable[[int], Any] | None, stack_dir: str | None, events: dict | None = None):
         self.user_fn = user_fn
         self.stack_dir = stack_dir
+        self.events = events  # where this worker writes its fetch events (child/workerevents.py)
 
     def __call__(self, worker_id: int) -> None:
         from loaderdoctor import lifeline
@@ -22,6 +23,10 @@ class ChainedWorkerInit:
         lifeline.watch_parent()  # a worker blocked in __getitem__ still ends with its parent
         if self.stack_dir:
             enable_stack_file(self.stack_dir, "worker")
+        if getattr(self, "events", None):
+            from loaderdoctor.child import workerevents
+
+            workerevents.install_in_worker(self.events, worker_id)
         if self.user_fn is not None:
             self.user_fn(worker_id)
 

@@ -21,7 +21,8 @@ from loaderdoctor.observe.gpu import Gpus
 class TreeSampler(threading.Thread):
     def __init__(self, root_pid: int, roles: Callable[[], dict[int, str]], *, stage: str, interval: float = 0.2,
                  gpus: Gpus | None = None, clock: Callable[[], float] = time.monotonic,
-                 memory_every: int = 5, tree_every: int = 5, memory_budget: float = 0.01):
+                 memory_every: int = 5, tree_every: int = 5, memory_budget: float = 0.01,
+                 worker_memory_interval: float = 0.19):
         super().__init__(name="loaderdoctor-sampler", daemon=True)
         self.root_pid = root_pid
         self.roles = roles
@@ -38,6 +39,16 @@ class TreeSampler(threading.Thread):
         # memory pass its own CPU cost sets the wait before the next (memory_budget of a core).
         self.memory_budget = memory_budget
         self._next_memory_n = 0
+        # Workers' private memory on a schedule of its own (worker-memory-growth needs a slope
+        # even from workers that live under a second): a new worker at once, then every
+        # worker_memory_interval (each sample at the default 0.2 s), while all memory reading
+        # together stays within the budget
+        # (readings in worker_memory; the full passes above keep their shape in rows).
+        self.worker_memory_interval = worker_memory_interval
+        self.worker_memory: list[dict] = []
+        self._worker_read_at: dict[int, float] = {}
+        self.memory_cpu_s = 0.0  # CPU the memory reading took, both kinds
+        self._read_cost = 0.0  # the last worker reading's
         self._known: list[psutil.Process] = []
         self.rows: list[dict] = []  # one per process per sample
         self.system: list[dict] = []  # one per sample
@@ -76,7 +87,8 @@ class TreeSampler(threading.Thread):
     def sample_once(self, n: int) -> None:
         t = self.clock() - self.t0
         roles = self.roles()
-        with_memory = n >= self._next_memory_n
+        # memory reading of every kind stays within memory_budget of the time sampled
+        with_memory = n >= self._next_memory_n and (n == 0 or self.memory_cpu_s <= self._allowance(t))
         c0 = time.thread_time() if with_memory else 0.0
         for p in self._tree(n, roles):
             try:
@@ -88,13 +100,21 @@ class TreeSampler(threading.Thread):
                         mem = p.memory_full_info()
                         row.update(uss=mem.uss, pss=getattr(mem, "pss", None), rss=mem.rss,
                                    threads=p.num_threads())
+                        if role == "worker":
+                            self._worker_read_at[p.pid] = t
             except psutil.Error:
                 continue
             self.rows.append(row)
         if with_memory:
             cost = time.thread_time() - c0
-            wait = max(self.memory_every, int(cost / self.memory_budget / self.interval) + 1)
+            self.memory_cpu_s += cost
+            # with workers, the full passes pace themselves on half the budget: the workers' own
+            # readings in between get the rest
+            share = 0.5 if "worker" in roles.values() else 1.0
+            wait = max(self.memory_every, int(cost / (self.memory_budget * share) / self.interval) + 1)
             self._next_memory_n = n + wait
+        else:
+            self._worker_memory_pass(t, roles)
         sysrow = {"t": round(t, 3), "stage": self.stage, "cpu": psutil.cpu_percent(None)}
         try:
             st = os.statvfs("/dev/shm")
@@ -107,6 +127,33 @@ class TreeSampler(threading.Thread):
                 sysrow[f"gpu{g['index']}_mem_mb"] = g["mem_used_mb"]
                 sysrow[f"gpu{g['index']}_power_w"] = g["power_w"]
         self.system.append(sysrow)
+
+    def _allowance(self, t: float) -> float:
+        return self.memory_budget * max(t, 0.0) + 0.005  # a little room for the first readings
+
+    def _worker_memory_pass(self, t: float, roles: dict[int, str]) -> None:
+        """USS of the workers that are new or due, while the memory reading's CPU stays within
+        memory_budget of the time sampled (plus a small allowance for the first readings)."""
+        allowance = self._allowance(t)
+        due = [(self._worker_read_at.get(p.pid, float("-inf")), p) for p in self._known
+               if roles.get(p.pid) == "worker"
+               and t - self._worker_read_at.get(p.pid, float("-inf")) >= self.worker_memory_interval]
+        due.sort(key=lambda x: x[0])  # never read first, then the longest unread
+        for _, p in due:
+            if self.memory_cpu_s + self._read_cost > allowance:
+                return
+            c0 = time.thread_time()
+            try:
+                mem = p.memory_full_info()
+            except psutil.Error:
+                continue
+            finally:
+                cost = time.thread_time() - c0
+                self.memory_cpu_s += cost
+                self._read_cost = cost
+            self._worker_read_at[p.pid] = t
+            self.worker_memory.append({"t": round(t, 3), "pid": p.pid, "uss": mem.uss,
+                                       "pss": getattr(mem, "pss", None)})
 
     def run(self) -> None:
         c0 = time.thread_time()
@@ -138,6 +185,8 @@ class TreeSampler(threading.Thread):
             "sampler_cpu_pct_of_core": round(100 * self.cpu_s / wall, 3),
             "late_samples": sum(1 for x in lat if x > 0),
             "lateness_max_s": round(lat[-1], 4) if lat else None,
+            "memory_cpu_pct_of_core": round(100 * self.memory_cpu_s / wall, 3),
             "rows": self.rows,
+            "worker_memory": self.worker_memory,
             "system": self.system,
         }

@@ -199,6 +199,7 @@ def read_tstats(stage_dir: str) -> dict | None:
         for key in ("fetch_s", "collate_s", "samples", "batches"):
             agg[key] += d[key]
         agg["processes"] += 1
+        agg.setdefault("read_frames", []).append(d.get("read_frames"))  # per process (child/readsampler.py)
     return agg
 
 

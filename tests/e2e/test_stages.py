@@ -96,7 +96,7 @@ def test_prefix_ablation_names_a_transform_that_blocks_only_in_workers(tmp_path)
 def test_worker_startup_each_epoch_recommends_persistent_workers(tmp_path):
     r = probe(tmp_path, "worker_startup.py", "--steps", "30", "--timeout", "20",
               "--stages", "baseline,loader-only,workers,confirm")
-    f = next(f for f in r["findings"] if f["id"] == "worker-startup")
+    f = next(f for f in r["findings"] if f["id"] == "epoch-restart")  # paid every epoch: rules/startup.py
     assert "persistent_workers=True" in f["fix"]
     assert r["recommendation"]["persistent_workers"] is True
     assert r["recommendation"]["measured_speedup"] >= 1.5, r["confirm"]

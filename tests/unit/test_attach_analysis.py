@@ -10,7 +10,12 @@ import threading
 import pytest
 
 from loaderdoctor.analysis import attach as A
-from loaderdoctor.observe.attach_sampler import classify_pyspy_error, first_error_line, parse_speedscope, rate_for
+from loaderdoctor.observe.attach_sampler import (
+    classify_pyspy_error,
+    first_error_line,
+    parse_speedscope,
+    rate_for,
+)
 from loaderdoctor.orchestrate.attach import SamplerError, explain, ptrace_help
 from loaderdoctor.render import get as get_renderer
 

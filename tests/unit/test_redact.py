@@ -2,7 +2,13 @@
 
 import pytest
 
-from loaderdoctor.redact import SECRET_WORDS, looks_secret, redact_argv, redact_text, redact_tree
+from loaderdoctor.redact import (
+    SECRET_WORDS,
+    looks_secret,
+    redact_argv,
+    redact_text,
+    redact_tree,
+)
 
 
 @pytest.mark.parametrize("argv, redacted, secrets", [

@@ -24,17 +24,24 @@ from loaderdoctor.analysis.rules.context import (
     rule_spawn_unsafe,
 )
 from loaderdoctor.analysis.rules.failures import rule_crashes, rule_hang
+from loaderdoctor.analysis.rules.memory import rule_worker_memory_growth
 from loaderdoctor.analysis.rules.pipeline import rule_slow_collate, rule_slow_transform
+from loaderdoctor.analysis.rules.reading import rule_cacheable_prefix, rule_slow_read
 from loaderdoctor.analysis.rules.resources import (
     rule_fd_limit,
     rule_noisy_machine,
     rule_shm_small,
     rule_thread_oversubscription,
 )
+from loaderdoctor.analysis.rules.startup import rule_epoch_restart, rule_worker_startup
 from loaderdoctor.analysis.rules.throughput import (
     rule_data_or_compute_bound,
-    rule_worker_startup,
     rule_workers,
+)
+from loaderdoctor.analysis.rules.workers import (
+    rule_idle_workers,
+    rule_iterable_duplicates,
+    rule_slow_worker,
 )
 from loaderdoctor.analysis.tuning import keeps_semantics
 
@@ -44,7 +51,9 @@ __all__ = ["THRESHOLDS", "Finding", "RULES", "diagnose", "recommendation", "verd
 RULES: list[Rule] = [rule_hang, rule_crashes, rule_data_or_compute_bound, rule_workers, rule_slow_transform,
                      rule_slow_collate, rule_worker_startup, rule_fork_unsafe, rule_spawn_unsafe, rule_shm_small,
                      rule_fd_limit, rule_cuda_before_fork, rule_thread_oversubscription, rule_notebook_only,
-                     rule_probe_incomplete, rule_noisy_machine]
+                     rule_probe_incomplete, rule_noisy_machine, rule_epoch_restart, rule_worker_memory_growth,
+                     rule_iterable_duplicates, rule_idle_workers, rule_slow_worker, rule_slow_read,
+                     rule_cacheable_prefix]
 
 
 def verdict(r: dict) -> str:

@@ -29,8 +29,29 @@ THRESHOLDS = {
     "slow_transform_share": 0.50,
     # collate's share of the workers' fetch time (samples + collate)
     "slow_collate_share": 0.30,
-    # iterator start-up's share of the training loop's time (per epoch or per loader)
+    # worker-startup (paid once): the first batch's wait as a share of the first epoch (that
+    # wait plus one epoch of median steps), and at least worker_startup_min_s seconds
     "worker_startup_share": 0.20,
+    "worker_startup_min_s": 1.0,
+    # epoch-restart: the waits at the first batch of every epoch after the first, summed, as a
+    # share of those epochs' time (docs/findings-data.md)
+    "epoch_restart_share": 0.10,
+    # worker-memory-growth: the workers' private memory (USS) against their age, one line
+    # through every reading: at least this slope per worker and this growth over the ages seen
+    # when the dataset holds large Python containers (copy-on-read explains it); without them,
+    # memory_growth_unexplained_mb (the allocator's warm-up with large tensors grows a worker
+    # by tens of MB in a short stage). A projection that reaches the memory limit within an
+    # epoch fires whatever the growth seen.
+    "memory_growth_mb_s": 1.0,
+    "memory_growth_mb": 8.0,
+    "memory_growth_unexplained_mb": 64.0,
+    # slow-worker: the slowest worker's median fetch over the others' median, and by this many ms
+    "slow_worker_ratio": 2.0,
+    "slow_worker_min_ms": 5.0,
+    # slow-read: the part of a sample's fetch outside the timed transforms and the collate
+    "slow_read_share": 0.50,
+    # cacheable-prefix: loader-only rate with the deterministic prefix cached over the rate without
+    "cache_prefix_gain": 1.20,
     # a confirm run must be at least this much faster for the change to be recommended
     "confirm_min_speedup": 1.05,
     # a SIGKILLed process whose private memory grew this much (MB, and by this factor over

@@ -1,5 +1,5 @@
-"""Rules on how fast data comes: data-bound, compute-bound, too-few/too-many-workers,
-worker-startup."""
+"""Rules on how fast data comes: data-bound, compute-bound, too-few/too-many-workers
+(worker-startup and epoch-restart: rules/startup.py)."""
 
 from __future__ import annotations
 
@@ -113,25 +113,3 @@ def rule_workers(r: dict) -> list[Finding]:
                         f"Use {_code(settings)}: fewer processes, less memory, same throughput.",
                         proposes={"num_workers": choice})]
     return []
-
-
-def rule_worker_startup(r: dict) -> list[Finding]:
-    b = r.get("baseline") or {}
-    share = b.get("startup_share")
-    loader = _train_loader(r) or {}
-    firsts = b.get("first_batch_s_all") or []
-    if share is None or share < THRESHOLDS["worker_startup_share"] or len(firsts) < 2:
-        return []
-    per = ", ".join(f"{x:.2f} s" for x in firsts[:6])
-    rebuilt = (loader.get("instances") or 1) > 1
-    if rebuilt:
-        fix = ("The training DataLoader is built again for every epoch (construction site "
-               f"{loader.get('site')}); build it once, before the epoch loop, with persistent_workers=True.")
-    else:
-        fix = "Pass persistent_workers=True to the training DataLoader so its workers survive between epochs."
-    return [Finding("worker-startup", "warning", impact=impact_of(share, r), title=
-                    f"Starting the loader's workers takes {100 * share:.0f}% of training time",
-                    evidence=f"{len(firsts)} iterators of the training loader each waited for a first batch ({per}); "
-                    f"with num_workers={loader.get('num_workers')} and persistent_workers="
-                    f"{loader.get('persistent_workers')}, start-up was {100 * share:.0f}% of the measured loop "
-                    f"time.{_confirm_text(r)}", fix=fix)]
