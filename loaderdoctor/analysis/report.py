@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from statistics import median
 
-from loaderdoctor.analysis import crash, samples, stats, stepstats
+from loaderdoctor.analysis import crash, ranks, samples, stats, stepstats
 from loaderdoctor.analysis import rules as diagnose
 from loaderdoctor.protocol import DEFAULT_WARMUP
 from loaderdoctor.session import Session
@@ -69,6 +69,7 @@ def stage_block(stage: dict, warmup: int) -> dict:
 
 def build_report(session: Session) -> dict:
     warmup = int(session.options.get("warmup", DEFAULT_WARMUP))
+    session = ranks.baseline_from_straggler(session, lambda evs: stage_block({"events": evs}, warmup), warmup)
     base = session.stage("baseline")
     env = dict(session.environment)
     hello = _hello(base)
@@ -117,6 +118,8 @@ def build_report(session: Session) -> dict:
     if r["baseline"].get("samples_per_s"):  # the reference for per-sample costs (transforms)
         r["baseline"]["ms_per_sample"] = round(1000 / r["baseline"]["samples_per_s"], 3)
     r["timelines"] = timelines
+    r["run_id"], r["node"] = session.run_id, session.node
+    r["ranks"] = ranks.rank_rows(base, lambda evs: stage_block({"events": evs}, warmup), warmup)  # distributed runs
     r["workers_sweep"] = sweep_rows(session)
     r["sweep"] = session.notes.get("workers_sweep")
     r["prefetch"] = session.notes.get("prefetch")

@@ -22,6 +22,7 @@ from loaderdoctor.analysis.rules.context import (
     rule_notebook_only,
     rule_spawn_unsafe,
 )
+from loaderdoctor.analysis.rules.distributed import rule_straggler_rank, rule_uneven_shards
 from loaderdoctor.analysis.rules.failures import rule_crashes, rule_hang
 from loaderdoctor.analysis.rules.pipeline import rule_slow_collate, rule_slow_transform
 from loaderdoctor.analysis.rules.resources import (
@@ -42,7 +43,7 @@ __all__ = ["THRESHOLDS", "Finding", "RULES", "diagnose", "recommendation", "verd
 RULES: list[Rule] = [rule_hang, rule_crashes, rule_data_or_compute_bound, rule_workers, rule_slow_transform,
                      rule_slow_collate, rule_worker_startup, rule_fork_unsafe, rule_spawn_unsafe, rule_shm_small,
                      rule_fd_limit, rule_cuda_before_fork, rule_thread_oversubscription, rule_notebook_only,
-                     rule_probe_incomplete]
+                     rule_probe_incomplete, rule_straggler_rank, rule_uneven_shards]
 
 
 def verdict(r: dict) -> str:
