@@ -109,7 +109,7 @@ def build_report(session: Session) -> dict:
         if st["status"] == "crash":
             c = crash_record(st)
             if c:
-                r["crashes"].append(c)
+                r["crashes"].append({**c, "rank": st["rank"]} if st.get("rank") is not None else c)
     for sk in session.skipped:
         r["stages"].append({"name": sk["name"], "status": "skipped", "seconds": 0.0, "detail": sk["reason"]})
     if base is None or not r["baseline"]["steps"]:

@@ -46,7 +46,8 @@ def format_result(r: dict) -> str:
     elif r.get("crash"):
         c = r["crash"]
         what = c.get("signal") or c.get("exception_type") or f"exit code {c.get('exit_code')}"
-        lines.append(f"loaderdoctor check: CRASH. The {c['role']} process failed: {what}: "
+        of = f" of rank {c['rank']}" if c.get("rank") is not None else ""
+        lines.append(f"loaderdoctor check: CRASH. The {c['role']} process{of} failed: {what}: "
                      f"{(c.get('message') or '').strip()}")
         cul = c.get("culprit")
         lines.append(f"Culprit: {frame_line(cul)}." if cul else "Culprit: no frame in your own code was found.")
