@@ -115,15 +115,16 @@ def rule_uneven_shards(r: dict) -> list[Finding]:
 
 
 def qualify(found: list[Finding]) -> list[Finding]:
-    """With a straggler named, the loader findings of the baseline speak of that rank only
+    """With a straggler named, the findings read from the baseline speak of that rank only
     (the baseline is its view: analysis/ranks.straggler_first): say so, and make the fix
-    about its input, never more workers on every rank."""
+    about its input, never more workers on every rank. (The experiments' findings are read
+    from their own stages, each from its first rank to finish.)"""
     s = next((f for f in found if f.id == "straggler-rank"), None)
     if s is None:
         return found
     rank = re.match(r"Rank (.+?) is the straggler", s.title).group(1)
     for f in found:
-        if f is s or f.id in ("hang", "worker-crash", "worker-oom", "script-error", "uneven-shards"):
+        if f.id not in ("data-bound", "compute-bound"):
             continue
         f.evidence = f"Rank {rank}'s view (the straggler, the rank every other waits for): {f.evidence}"
         if f.id == "data-bound":
