@@ -118,7 +118,7 @@ def qualify(found: list[Finding]) -> list[Finding]:
     """With a straggler named, the findings read from the baseline speak of that rank only
     (the baseline is its view: analysis/ranks.straggler_first): say so, and make the fix
     about its input, never more workers on every rank. (The experiments' findings are read
-    from their own stages, each from its first rank to finish.)"""
+    from their own stages, each from rank 0's view.)"""
     s = next((f for f in found if f.id == "straggler-rank"), None)
     if s is None:
         return found
