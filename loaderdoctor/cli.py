@@ -57,6 +57,8 @@ def probe(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show events and the derivation."),
     redact: Optional[list[str]] = typer.Option(None, "--redact", help="An argument name whose value is secret "
                                                "(repeatable; key/token/secret/password/auth/credential names always are)."),
+    nproc_per_node: Optional[int] = typer.Option(None, "--nproc-per-node", min=1, help="Launch as `torchrun "
+                                                 "--nproc_per_node N --standalone` would; every rank is probed."),
 ) -> None:
     """Run the staged probes on TARGET and write the report."""
     from loaderdoctor.orchestrate import outpaths
@@ -72,7 +74,7 @@ def probe(
         tgt = target_mod.resolve(target, list(ctx.args), redact)
         opts = core.ProbeOptions(out=out_dir, timeout=timeout, first_batch_timeout=first_batch_timeout,
                                  budget=budget, steps=steps, warmup=warmup, max_workers=max_workers,
-                                 stack_method=stack_method, repeats=repeats)
+                                 stack_method=stack_method, repeats=repeats, nproc_per_node=nproc_per_node)
         if stages:
             opts.stages = [s.strip() for s in stages.split(",") if s.strip()]
         view = console_view.ProbeView(out, quiet=quiet, verbose=verbose)
@@ -98,6 +100,8 @@ def check(
     out_dir: str = typer.Option("loaderdoctor-check", "--out", help="Where stacks and logs are kept."),
     stack_method: str = typer.Option("auto", "--stack-method", help="auto, py-spy or faulthandler."),
     redact: Optional[list[str]] = typer.Option(None, "--redact", help="An argument name whose value is secret."),
+    nproc_per_node: Optional[int] = typer.Option(None, "--nproc-per-node", min=1, help="Launch as `torchrun "
+                                                 "--nproc_per_node N --standalone` would; every rank is watched."),
 ) -> None:
     """CI gate: run the real training loop for N steps under the watchdog."""
     from loaderdoctor.orchestrate import check as core
@@ -112,7 +116,7 @@ def check(
             junit_xml = outpaths.check_out_file(junit_xml, "--junit-xml")
         tgt = target_mod.resolve(target, list(ctx.args), redact)
         result = core.check(tgt, timeout=timeout, steps=steps, first_batch_timeout=first_batch_timeout,
-                            out_dir=out_dir, stack_method=stack_method)
+                            out_dir=out_dir, stack_method=stack_method, nproc_per_node=nproc_per_node)
     except LoaderDoctorError as exc:
         _fail(exc)
     text = checktext.format_result(result)
@@ -155,16 +159,22 @@ def attach(
 
 @app.command()
 def report(
-    report_json: str = typer.Argument(..., help="A report.json written by `loaderdoctor probe`."),
+    report_json: str = typer.Argument(..., help="A report.json written by `loaderdoctor probe`; or `merge`."),
+    dirs: Optional[list[str]] = typer.Argument(None, help="`report merge DIR...`: each node's run directory."),
     fmt: str = typer.Option("html", "--format", help="html or md."),
-    out_path: Optional[str] = typer.Option(None, "--out", help="Output file (default: beside the JSON)."),
+    out_path: Optional[str] = typer.Option(None, "--out", help="Output file (default: beside the JSON); "
+                                           "`report merge`: the run directory to write."),
 ) -> None:
-    """Re-render a report from its JSON, without re-running anything."""
+    """Re-render a report from its JSON, without re-running anything. `report merge DIR... [--out DIR]`
+    joins the per-node parts of one multi-node run into one report."""
     import json
 
     from loaderdoctor.orchestrate import outpaths
     from loaderdoctor.render import get as get_renderer
 
+    if report_json == "merge" or dirs:
+        _merge(report_json, dirs or [], out_path)
+        return
     try:
         if fmt not in ("html", "md"):
             raise LoaderDoctorError(f"--format must be html or md, not {fmt!r}.")
@@ -185,6 +195,25 @@ def report(
     except LoaderDoctorError as exc:
         _fail(exc)
     out.print(f"Wrote {escape(path)}")
+
+
+def _merge(word: str, dirs: list[str], out_dir: Optional[str]) -> None:
+    from loaderdoctor.orchestrate import merge as core
+    from loaderdoctor.orchestrate import outpaths
+
+    try:
+        if word != "merge":
+            raise LoaderDoctorError(f"`loaderdoctor report` takes one report.json (or `merge DIR...`), not {word!r} "
+                                    "and more.")
+        out_dir = outpaths.check_out_dir(out_dir or "loaderdoctor-merged")
+        written = core.merge(dirs, out_dir)
+    except LoaderDoctorError as exc:
+        _fail(exc)
+    r = written["report"]
+    out.print(f"Merged {len(dirs)} parts of run {escape(str(r.get('run_id')))}: {len(r.get('ranks') or [])} ranks, "
+              f"verdict {escape(str(r.get('verdict')))}.")
+    for path in written["paths"].values():
+        out.print(f"Wrote {escape(path)}")
 
 
 def main() -> None:

@@ -12,7 +12,8 @@ PIPE_BUF) on an inherited pipe. Kinds (key "e"):
           c (compute s of the previous batch, or null), n (samples), s (start-up s, first only),
           t (arrival, s since the recorder started), g: 0 when drawn with gradients disabled
   o       an optimizer step ended: l (loader of the last batch drawn before it), t (s since the
-          recorder started), f (from the previous step's end to the model's first forward, or null)
+          recorder started), f (from the previous step's end to the model's first forward, or null),
+          k (distributed runs: seconds inside backward since the previous step, all-reduce included)
   end     an iterator stopped: l, c (compute of its last batch), why: epoch|stop
   stop    the runner is stopping the script: why: steps|time
   exit    the script is over: how: finished|stopped|sysexit|exception, code, exc{...}
@@ -20,6 +21,11 @@ PIPE_BUF) on an inherited pipe. Kinds (key "e"):
   wf wx wh  written by the DataLoader workers themselves (child/workerevents.py): a fetch, an
           IterableDataset stream that ended, a digest of one of a worker's first batches
   cache_whatif  the transforms stage's deterministic prefix and its cached rate (child/cacheprefix.py)
+
+  launch  distributed stages: torch's launcher is about to start the ranks: pid, nproc
+
+In a distributed stage (child/distlaunch.py) every event carries "rank" (the global rank that
+wrote it), and hello also local_rank, world_size, node_rank, restart and host.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ EVENT_FD_ENV = "LOADERDOCTOR_EVENT_FD"
 RUN_ID_ENV = "LOADERDOCTOR_RUN"
 ARGV_ENV = "LOADERDOCTOR_ARGV"  # the script's real arguments (spec.json has them redacted)
 PARENT_PID_ENV = "LOADERDOCTOR_PARENT"  # the runner dies with this process
+EVENT_DIR_ENV = "LOADERDOCTOR_EVENT_DIR"  # distributed stages: each local rank's FIFO is here
 
 
 def decode(line: bytes | str) -> dict | None:

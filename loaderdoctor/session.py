@@ -8,12 +8,15 @@ without re-running anything.
 from __future__ import annotations
 
 import json
+import os
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 
 from loaderdoctor import __version__
 
 SESSION_VERSION = 1
+RUN_ID_ENV = "LOADERDOCTOR_RUN_ID"  # set the same on every node of a multi-node run
 
 
 @dataclass
@@ -29,6 +32,9 @@ class Session:
     notes: dict = field(default_factory=dict)  # what the planner decided and why (sweep order, caps)
     tool: dict = field(default_factory=lambda: {"name": "loaderdoctor", "version": __version__})
     version: int = SESSION_VERSION
+    # one run of a job: the parts that each node's loaderdoctor writes share it (report merge)
+    run_id: str = field(default_factory=lambda: os.environ.get(RUN_ID_ENV) or uuid.uuid4().hex)
+    node: dict = field(default_factory=dict)  # distributed: {hostname, nproc_per_node, node_rank}
 
     def stage(self, name: str) -> dict | None:
         return next((s for s in self.stages if s["name"] == name), None)

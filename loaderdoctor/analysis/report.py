@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loaderdoctor.analysis import crash, datafacts, impact, samples, stepstats
+from loaderdoctor.analysis import crash, datafacts, impact, ranks, samples, stepstats
 from loaderdoctor.analysis import rules as diagnose
 from loaderdoctor.analysis.tables import (
     _MISSING_ATTR,
@@ -41,6 +41,7 @@ def threads_at_fork(stage: dict, loaders: list[dict]) -> list[str]:
 
 def build_report(session: Session) -> dict:
     warmup = int(session.options.get("warmup", DEFAULT_WARMUP))
+    session = ranks.baseline_from_straggler(session, lambda evs: stage_block({"events": evs}, warmup), warmup)
     base = session.stage("baseline")
     env = dict(session.environment)
     hello = _hello(base)
@@ -80,7 +81,7 @@ def build_report(session: Session) -> dict:
         if st["status"] == "crash":
             c = crash_record(st)
             if c:
-                r["crashes"].append(c)
+                r["crashes"].append({**c, "rank": st["rank"]} if st.get("rank") is not None else c)
     for sk in session.skipped:
         r["stages"].append({"name": sk["name"], "status": "skipped", "seconds": 0.0, "detail": sk["reason"]})
     if base is None or not r["baseline"]["steps"]:
@@ -90,6 +91,8 @@ def build_report(session: Session) -> dict:
         r["baseline"]["ms_per_sample"] = round(1000 / r["baseline"]["samples_per_s"], 3)
     r["timelines"] = timelines
     r["noise"] = noise_rows(session)
+    r["run_id"], r["node"] = session.run_id, session.node
+    r["ranks"] = ranks.rank_rows(base, lambda evs: stage_block({"events": evs}, warmup), warmup)  # distributed runs
     r["workers_sweep"] = sweep_rows(session)
     r["sweep"] = session.notes.get("workers_sweep")
     r["prefetch"] = session.notes.get("prefetch")

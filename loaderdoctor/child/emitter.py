@@ -19,8 +19,10 @@ class Emitter:
 
     FLUSH_S = 0.05
 
-    def __init__(self, fd: int | None):
+    def __init__(self, fd: int | None, rank: int | None = None):
         self.fd = fd
+        # a rank of a distributed stage tags each event (every event line starts with "{")
+        self.tag = None if rank is None else f'{{"rank":{int(rank)},'
         self._pending: list[str] = []
         self._flushed_at = float("-inf")
         if hasattr(os, "register_at_fork"):  # a forked worker must never re-send the parent's batches
@@ -29,6 +31,8 @@ class Emitter:
     def __call__(self, line: str) -> None:
         if self.fd is None:
             return
+        if self.tag is not None:
+            line = self.tag + line[1:]
         if self._pending:  # keep the order: the batches before this event go first
             self._pending.append(line)
             self._write_pending()
@@ -38,7 +42,7 @@ class Emitter:
     def batch(self, line: str, now: float) -> None:
         if self.fd is None:
             return
-        self._pending.append(line)
+        self._pending.append(line if self.tag is None else self.tag + line[1:])
         if now - self._flushed_at >= self.FLUSH_S:
             self._flushed_at = now
             self._write_pending()

@@ -108,6 +108,7 @@ class Recorder:
         self.opt_steps = 0
         self.t_step_end: float | None = None
         self.t_forward: float | None = None
+        self.backward_s: float | None = None  # distributed: backward time since the last step (distrank)
         self.grad_enabled: Callable[[], bool] = lambda: True
         self.site_keys: dict[str, list[str]] = {}  # site -> dataset tags seen there, in order
         self.finish_hook: Callable[[], None] | None = None  # the runner's: flush and leave
@@ -255,7 +256,10 @@ class Recorder:
             self.site_opt[site] = self.site_opt.get(site, 0) + 1
         prev, fwd = self.t_step_end, self.t_forward
         f = None if prev is None or fwd is None or fwd < prev else fwd - prev
-        self.emit_batch(f'{{"e":"o","l":{_num_or_null(site)},"t":{now - self.t0:.6f},"f":{_num(f)}}}', now)
+        k = "" if self.backward_s is None else f',"k":{self.backward_s:.6f}'
+        if self.backward_s is not None:
+            self.backward_s = 0.0
+        self.emit_batch(f'{{"e":"o","l":{_num_or_null(site)},"t":{now - self.t0:.6f},"f":{_num(f)}{k}}}', now)
         self.t_step_end, self.t_forward = now, None
 
     def on_forward(self, now: float) -> None:

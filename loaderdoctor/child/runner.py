@@ -14,10 +14,11 @@ import time
 import traceback
 
 from loaderdoctor import lifeline
+from loaderdoctor.child import distrank
 from loaderdoctor.child.cuda import gpu_gaps
 from loaderdoctor.child.emitter import Emitter, leave_hook
 from loaderdoctor.frames import exception_record
-from loaderdoctor.protocol import ARGV_ENV, EVENT_FD_ENV, PARENT_PID_ENV, RunnerSpec
+from loaderdoctor.protocol import ARGV_ENV, PARENT_PID_ENV, RunnerSpec
 
 
 def _quiet_sigchld() -> None:
@@ -67,10 +68,12 @@ def run(spec: RunnerSpec, emit: Emitter) -> int:
     t = time.perf_counter()
     import torch  # noqa: F401  (timed: the import is part of every stage's start-up)
 
-    emit.json(recorder.hello(torch_import_s=round(time.perf_counter() - t, 3)))
+    emit.json(recorder.hello(torch_import_s=round(time.perf_counter() - t, 3), **distrank.identity()))
     rec = recorder.recorder_from_spec(spec, emit, gpu_gaps())
     rec.finish_hook = leave_hook(emit)
     patches.install(rec)
+    if distrank.rank() is not None:
+        distrank.time_backward(rec)
 
     path = spec.target
     real = os.environ.pop(ARGV_ENV, None)  # not inherited by the workers
@@ -109,8 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     if parent and os.getppid() != int(parent):  # loaderdoctor died before the death signal was set
         os._exit(1)
     spec = RunnerSpec.load(argv[0])
-    fd = os.environ.get(EVENT_FD_ENV)
-    emit = Emitter(int(fd) if fd else None)
+    emit = Emitter(distrank.event_fd(), rank=distrank.rank())
     code = run(spec, emit)
     for stream in (sys.stdout, sys.stderr):
         try:

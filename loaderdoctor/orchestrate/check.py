@@ -15,6 +15,7 @@ from loaderdoctor.errors import (
     LoaderDoctorError,
 )
 from loaderdoctor.observe import envinfo
+from loaderdoctor.orchestrate import distwatch
 from loaderdoctor.orchestrate.outputs import safe_session
 from loaderdoctor.orchestrate.probe import never_iterated
 from loaderdoctor.orchestrate.supervise import StageSpec, run_stage
@@ -23,17 +24,19 @@ from loaderdoctor.session import Session
 
 
 def check(target: Target, *, timeout: float, steps: int = 20, first_batch_timeout: float | None = None,
-          out_dir: str = "loaderdoctor-check", stack_method: str = "auto") -> dict:
+          out_dir: str = "loaderdoctor-check", stack_method: str = "auto", nproc_per_node: int | None = None) -> dict:
     os.makedirs(out_dir, exist_ok=True)
+    node = distwatch.node_info(target, nproc_per_node)
     spec = StageSpec(name="check", target=target.path, argv=target.argv, recorded_argv=target.recorded_argv,
                      steps=steps, warmup=0, timeout=timeout, first_batch_timeout=first_batch_timeout,
-                     stack_method=stack_method)
+                     stack_method=stack_method, nproc_per_node=nproc_per_node)
     res = run_stage(spec, out_dir)
     why = never_iterated(res) if res.status not in ("interrupted", "hang") else None  # a freeze is the gate's business
     if why:
         raise LoaderDoctorError(why, EXIT_USAGE)
     session = safe_session(Session(target=target.to_dict(), options={"timeout": timeout, "steps": steps, "warmup": 0},
-                                   environment=envinfo.collect(), stages=[res.to_dict()], ended=time.time()),
+                                   environment=envinfo.collect(), stages=[res.to_dict()], ended=time.time(),
+                                   node=node),
                            target.secrets)
     report = build_report(session)
     detail = session.stages[0].get("detail", "")

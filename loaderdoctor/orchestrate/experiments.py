@@ -56,6 +56,7 @@ class Ctx:
         kw.setdefault("target", self.target.path)
         kw.setdefault("first_batch_timeout", self.opts.first_batch_timeout)
         kw.setdefault("hang_culprit", self.hang_culprit)
+        kw.setdefault("nproc_per_node", getattr(self.opts, "nproc_per_node", None))  # every stage runs all ranks
         spec = StageSpec(name=name, argv=self.target.argv, recorded_argv=self.target.recorded_argv, timeout=self.opts.timeout,
                          stack_method=self.opts.stack_method, **kw)
         res = run_stage(spec, self.run_dir, on_event=self.on_event, gpus=self.gpus)

@@ -37,10 +37,10 @@ def same_stall(spec, idle: float, now: float, watch) -> bool:
 
 
 def on_hang(root_pid: int, run_id: str, workers: set[int], stack_dir: str, spec,
-             idle: float, waiting_first: bool, main_pid: int) -> dict:
+             idle: float, waiting_first: bool, mains: set[int]) -> dict:
     roles: dict[int, str] = {}
     for p in procs.run_processes(root_pid, run_id):
-        roles[p.pid] = "main" if p.pid == main_pid else ("worker" if p.pid in workers else "other")
+        roles[p.pid] = "main" if p.pid in mains else ("worker" if p.pid in workers else "other")
     t0 = time.monotonic()
     method, stacks, why_not_pyspy = stackcap.capture_stacks(roles, stack_dir, spec.stack_method)
     capture_s = time.monotonic() - t0

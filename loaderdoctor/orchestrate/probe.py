@@ -15,6 +15,7 @@ from loaderdoctor.analysis.rules.common import THRESHOLDS
 from loaderdoctor.errors import EXIT_INTERRUPTED, EXIT_USAGE, LoaderDoctorError
 from loaderdoctor.observe import envinfo
 from loaderdoctor.observe.gpu import Gpus
+from loaderdoctor.orchestrate import distwatch
 from loaderdoctor.orchestrate import experiments as stages
 from loaderdoctor.orchestrate.outputs import write_outputs
 from loaderdoctor.orchestrate.supervise import StageResult, hold_interrupts
@@ -37,6 +38,7 @@ class ProbeOptions:
     max_workers: int | None = None
     stack_method: str = "auto"
     repeats: int = 5  # interleaved A/B pairs of the confirm
+    nproc_per_node: int | None = None  # launch as torchrun would; every stage runs all ranks
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -170,7 +172,8 @@ def probe(target: Target, opts: ProbeOptions, *, on_stage: Callable[[str, StageR
     stuck in the same frame is a hang at once."""
     wanted = plan(opts)
     gpus = Gpus()
-    session = Session(target=target.to_dict(), options=opts.to_dict(), environment=envinfo.collect(gpus))
+    session = Session(target=target.to_dict(), options=opts.to_dict(), environment=envinfo.collect(gpus),
+                      node=distwatch.node_info(target, opts.nproc_per_node))
     out_dir = opts.out
     os.makedirs(out_dir, exist_ok=True)
     ctx = stages.Ctx(target, opts, session, out_dir, on_stage=on_stage, on_event=on_event, gpus=gpus)

@@ -24,7 +24,7 @@ from loaderdoctor.analysis import crash
 from loaderdoctor.frames import parse_faulthandler
 from loaderdoctor.observe import envinfo, procs
 from loaderdoctor.observe.sampling import TreeSampler
-from loaderdoctor.orchestrate import hangwatch, logcap
+from loaderdoctor.orchestrate import distwatch, hangwatch, logcap
 from loaderdoctor.protocol import (
     ARGV_ENV,
     DEFAULT_STEPS,
@@ -59,6 +59,7 @@ class StageSpec:
     target_site: str | None = None  # the loader a drain/transforms stage drives
     drain_seconds: float | None = None
     hang_culprit: dict | None = None  # {file, line}: the baseline hung there; the same stall here is a hang at once
+    nproc_per_node: int | None = None  # run as torchrun would, every rank hooked (child/distlaunch.py)
 
 
 @dataclass
@@ -83,6 +84,8 @@ class StageResult:
     started: float | None = None  # wall clock (time.time()) at the stage's start
     reruns: list[dict] = field(default_factory=list)  # workers caught re-running the script (mpmain)
     log_cuts: dict = field(default_factory=dict)  # {log name: {cut_bytes}}: logs kept to head and tail
+    rank: int | None = None  # distributed: the rank whose events `events` holds (distwatch.settle)
+    rank_events: dict = field(default_factory=dict)  # distributed: {rank: events} of the other ranks
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -192,10 +195,12 @@ def _start_child(spec: StageSpec, stage_dir: str, stack_dir: str, run_id: str) -
     env[PARENT_PID_ENV] = str(os.getpid())
     env[ARGV_ENV] = json.dumps(list(spec.argv))  # the real arguments travel in memory, never on disk
     env.setdefault("PYTHONUNBUFFERED", "1")
+    cmd = (["loaderdoctor.child.distlaunch", str(spec.nproc_per_node)] if spec.nproc_per_node
+           else ["loaderdoctor.child.runner"])
     with logcap.open_log(os.path.join(stage_dir, "stdout.log")) as out, \
             logcap.open_log(os.path.join(stage_dir, "stderr.log")) as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "loaderdoctor.child.runner", spec_path],
+            [sys.executable, "-m", *cmd, spec_path],
             stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
             cwd=spec.cwd or os.getcwd(), pass_fds=(w,), start_new_session=True,
         )
@@ -242,8 +247,10 @@ def _watch_until_done(spec: StageSpec, proc: subprocess.Popen, watch: _Watch, ru
             if idle >= allowance:
                 with watch.lock:
                     workers, waiting_first = set(watch.workers), watch.waiting_first
-                    main_pid = watch.main_pid or proc.pid
-                hang = hangwatch.on_hang(proc.pid, run_id, workers, stack_dir, spec, idle, waiting_first, main_pid)
+                    mains = set(watch.mains) if spec.nproc_per_node else {watch.main_pid or proc.pid}
+                hang = hangwatch.on_hang(proc.pid, run_id, workers, stack_dir, spec, idle, waiting_first, mains)
+                if spec.nproc_per_node:  # every rank's processes, and the rank the others wait for
+                    hang = watch.annotate_hang(hang, stack_dir)
                 detail = (f"no progress for {idle:.1f} s (allowance {allowance:g} s"
                           f"{', waiting for a first batch' if waiting_first else ''})")
                 if watch.same_stall:
@@ -270,7 +277,7 @@ def run_stage(spec: StageSpec, run_dir: str, *, on_event: Callable[[dict], None]
     stack_dir = os.path.join(stage_dir, "stacks")
     os.makedirs(stack_dir, exist_ok=True)
     run_id = uuid.uuid4().hex
-    watch = _Watch(clock, on_event)
+    watch = distwatch.DistWatch(clock, on_event, spec.nproc_per_node) if spec.nproc_per_node else _Watch(clock, on_event)
     oom_before = envinfo.oom_kill_counters()
     started = time.time()
     t_start = clock()
@@ -311,6 +318,8 @@ def run_stage(spec: StageSpec, run_dir: str, *, on_event: Callable[[dict], None]
                 if sampler is not None and watch.b_first else None),
         started=started, reruns=_reruns(stage_dir), log_cuts=log_cuts,
     )
+    if spec.nproc_per_node:
+        distwatch.settle(result, watch)
     if status is None:
         _classify_end(result)
     return result

@@ -13,7 +13,8 @@ STACK_FRAMES_SHOWN = 8
 def _compact_stacks(hang: dict) -> list[str]:
     lines = []
     for p in hang.get("processes") or []:
-        lines.append(f"  {p['role']} pid {p['pid']}:")
+        of = f" of rank {p['rank']}" if p.get("rank") is not None else ""
+        lines.append(f"  {p['role']}{of} pid {p['pid']}:")
         frames = p.get("frames") or []
         for f in frames[:STACK_FRAMES_SHOWN]:
             lines.append(f"    {frame_line(f)}")
@@ -32,8 +33,11 @@ def format_result(r: dict) -> str:
         h = r["hang"]
         c = h.get("culprit")
         lines.append(f"loaderdoctor check: HANG. {r['detail']}.")
-        lines.append(f"Culprit: {frame_line(c)} in the {c['role']} process (pid {c['pid']})." if c
+        rank = f" of rank {c['rank']}" if c and c.get("rank") is not None else ""
+        lines.append(f"Culprit: {frame_line(c)} in the {c['role']} process{rank} (pid {c['pid']})." if c
                      else "Culprit: no frame in your own code was found in the stacks.")
+        if h.get("story"):  # a distributed run: who waits for whom
+            lines.append(f"Ranks: {h['story']}.")
         why = h.get("py_spy_not_used") if h.get("method") != "py-spy" else None
         lines.append(f"Stacks ({h.get('method')}{f'; py-spy not used: {why}' if why else ''}):")
         lines.extend(_compact_stacks(h))
@@ -42,7 +46,8 @@ def format_result(r: dict) -> str:
     elif r.get("crash"):
         c = r["crash"]
         what = c.get("signal") or c.get("exception_type") or f"exit code {c.get('exit_code')}"
-        lines.append(f"loaderdoctor check: CRASH. The {c['role']} process failed: {what}: "
+        of = f" of rank {c['rank']}" if c.get("rank") is not None else ""
+        lines.append(f"loaderdoctor check: CRASH. The {c['role']} process{of} failed: {what}: "
                      f"{(c.get('message') or '').strip()}")
         cul = c.get("culprit")
         lines.append(f"Culprit: {frame_line(cul)}." if cul else "Culprit: no frame in your own code was found.")

@@ -9,7 +9,7 @@ from typing import TextIO
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from loaderdoctor.render import plots
+from loaderdoctor.render import plots, ranks
 from loaderdoctor.render.text import (
     VERDICT_TEXT,
     baseline_method,
@@ -31,4 +31,5 @@ def render(report: dict, out: TextIO) -> None:
               for name, png in plots.render_all(report).items()}
     out.write(_ENV.get_template("report.html.j2").render(
         r=report, images=images, verdict_text=VERDICT_TEXT.get(report.get("verdict"), ""),
-        baseline_method=baseline_method(report)))
+        baseline_method=baseline_method(report), rank_headers=ranks.HEADERS, rank_rows=ranks.rows(report),
+        rank_note=ranks.NOTE.format(rank=ranks.primary_rank(report))))

@@ -6,6 +6,7 @@ from typing import TextIO
 
 from loaderdoctor.render.attach import markdown_section
 from loaderdoctor.render.mdtable import _cell, _fence, _table
+from loaderdoctor.render.ranks import markdown_section as _ranks
 from loaderdoctor.render.text import (
     VERDICT_TEXT,
     baseline_method,
@@ -203,11 +204,14 @@ def _failures(r: dict, out: TextIO) -> None:
                   f"{' in the ' + c['role'] + ' process (pid ' + str(c.get('pid')) + ')' if c else ''}. "
                   f"Stacks by {h.get('method')}, captured in {h.get('capture_s')} s"
                   f"{_pyspy_note(h)}.\n\n")
+        if h.get("story"):  # a distributed run: who waits for whom
+            out.write(f"{_cell(h['story'])}.\n\n")
         if (c or {}).get("source"):
             out.write(_fence("\n".join(f"{l['line']:5d}{' >' if l['hit'] else '  '} {l['text']}"
                                         for l in c["source"])))
         for p in h.get("processes") or []:
-            out.write(f"<details><summary>{_cell(p['role'])} pid {p['pid']}</summary>\n\n")
+            of = f" of rank {p['rank']}" if p.get("rank") is not None else ""
+            out.write(f"<details><summary>{_cell(p['role'])}{of} pid {p['pid']}</summary>\n\n")
             out.write(_fence("\n".join(frame_line(f) for f in p.get("frames") or []) or "(no Python frames)"))
             out.write("\n</details>\n\n")
 
@@ -249,7 +253,7 @@ def _attach(r: dict, out: TextIO) -> None:
         markdown_section(r, out)
 
 
-SECTIONS = (_head, _findings, _recommendation, _baseline, _attach, _sweep, _confirm, _transforms, _context, _loaders_and_stages, _failures, _environment)
+SECTIONS = (_head, _findings, _recommendation, _baseline, _ranks, _attach, _sweep, _confirm, _transforms, _context, _loaders_and_stages, _failures, _environment)
 
 
 def render(r: dict, out: TextIO) -> None:

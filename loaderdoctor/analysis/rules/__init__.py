@@ -23,6 +23,10 @@ from loaderdoctor.analysis.rules.context import (
     rule_notebook_only,
     rule_spawn_unsafe,
 )
+from loaderdoctor.analysis.rules.distributed import (
+    rule_straggler_rank,
+    rule_uneven_shards,
+)
 from loaderdoctor.analysis.rules.failures import rule_crashes, rule_hang
 from loaderdoctor.analysis.rules.memory import rule_worker_memory_growth
 from loaderdoctor.analysis.rules.pipeline import rule_slow_collate, rule_slow_transform
@@ -53,7 +57,8 @@ RULES: list[Rule] = [rule_hang, rule_crashes, rule_data_or_compute_bound, rule_w
                      rule_fd_limit, rule_cuda_before_fork, rule_thread_oversubscription, rule_notebook_only,
                      rule_probe_incomplete, rule_noisy_machine, rule_epoch_restart, rule_worker_memory_growth,
                      rule_iterable_duplicates, rule_idle_workers, rule_slow_worker, rule_slow_read,
-                     rule_cacheable_prefix]
+                     rule_cacheable_prefix,
+                     rule_straggler_rank, rule_uneven_shards]
 
 
 def verdict(r: dict) -> str:

@@ -68,6 +68,12 @@ THRESHOLDS = {
     "worker_base_threads": 4,
     # the workers' other threads (thread pools) together above this many per effective CPU
     "threads_per_cpu": 2.0,
+    # straggler-rank: a rank whose data wait is >= this many times the other ranks' median and
+    # >= straggler_wait_s (datapath-doctor's per-rank rule); or whose own work per step exceeds
+    # the others' by >= straggler_wait_s and >= straggler_gap_share of the step (ours)
+    "straggler_wait_ratio": 2.0,
+    "straggler_wait_s": 0.050,
+    "straggler_gap_share": 0.10,
 }
 
 

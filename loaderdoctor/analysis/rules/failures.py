@@ -35,6 +35,7 @@ def rule_hang(r: dict) -> list[Finding]:
             fix = "Read the stacks below for the processes that did not move; re-run with --verbose for the derivation."
         out.append(Finding(
             "hang", "critical", f"Stage '{h.get('stage')}' made no progress: stuck in {c.get('function') if c else 'an unknown frame'}",
+            (f"Ranks: {h['story']}. " if h.get("story") else "") +
             f"No batch or event for {h.get('idle_s')} s ({stage.get('detail', '')}). Stacks by {h.get('method')}: "
             f"{procs}. Culprit: {_where(c)}.{extra}",
             fix))

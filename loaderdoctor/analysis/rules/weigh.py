@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from loaderdoctor.analysis import impact as impact_mod
+from loaderdoctor.analysis.rules import distributed
 from loaderdoctor.analysis.rules.common import THRESHOLDS, Finding
 
 THROUGHPUT = ("data-bound", "compute-bound", "too-few-workers", "too-many-workers", "slow-transform",
@@ -30,6 +31,7 @@ def impact_of(share: float | None, r: dict) -> dict | None:
 
 
 def finalize(found: list[Finding], r: dict, verdict: str, rec: dict) -> list[dict]:
+    found = distributed.qualify(found)
     steps = (r.get("baseline") or {}).get("steps") or 0
     noisy = verdict in ("hang", "crash") or steps < THRESHOLDS["min_steps_findings"]
     out = []
