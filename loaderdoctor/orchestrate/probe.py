@@ -142,7 +142,10 @@ def _throughput(ctx: stages.Ctx, wanted: list[str], base: StageResult) -> int | 
         return None
     choice = stages.workers_sweep(ctx, lo, ladder=ladder)
     if not compute_bound:
-        stages.try_prefetch(ctx, choice)
+        st = ctx.session.stage("baseline")
+        step = tables.stage_block(st, int(ctx.opts.warmup))["summary"].get("step_s") or {}
+        uneven = bool(step.get("median") and step.get("p90") and step["p90"] > stages.UNEVEN_STEPS * step["median"])
+        stages.try_prefetch(ctx, choice, uneven=uneven)
     return choice
 
 

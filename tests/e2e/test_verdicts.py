@@ -93,3 +93,13 @@ def test_a_confirmed_fix_is_written_as_a_patch_that_git_applies(tmp_path):
     assert before[:start] == after[:start] and before[tail:] == after[after.index("    model = "):]  # only the call
     run = subprocess.run([sys.executable, str(repo / "train.py"), "1"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0 and "io_patchable done" in run.stdout, run.stderr[-1000:]
+
+
+def test_uneven_steps_try_a_deeper_prefetch_queue(tmp_path):
+    """The search goes past num_workers: with uneven steps, prefetch_factor 4 and 8 are tried at
+    the chosen worker count, each measured loader-only."""
+    r = _probe(tmp_path, "uneven_steps.py", "--stages", "baseline,loader-only,workers", "--max-workers", "2",
+               "--steps", "30")
+    names = [s["name"] for s in r["stages"]]
+    assert "prefetch-4" in names and "prefetch-8" in names, names
+    assert r["prefetch"]["uneven_steps"] is True and set(r["prefetch"]["tried"]) == {"4", "8"}
