@@ -85,11 +85,14 @@ def window_load(summary: dict | None, window: list[float] | None, cpus: int) -> 
 
 def outside_load(summary: dict | None, window: list[float] | None, machine_cpus: int) -> float | None:
     """CPU cores that processes outside the probed tree took while the stage's batches flowed:
-    the machine's use (all its CPUs) less the run's own processes (every role), on average."""
+    the machine's use (all its CPUs) less the run's own processes (every role) and
+    loaderdoctor's own (reading the events, sampling), on average."""
     if not summary or not window:
         return None
     t0, t1 = window
-    system = {s["t"]: s["cpu"] for s in summary.get("system", []) if t0 < s["t"] <= t1 and s.get("cpu") is not None}
+    rows = [s for s in summary.get("system", []) if t0 < s["t"] <= t1 and s.get("cpu") is not None]
+    system = {s["t"]: s["cpu"] for s in rows}
+    own = {s["t"]: (s.get("self_cpu") or 0.0) / 100 for s in rows}
     tree: dict[float, float] = {}
     seen: set[int] = set()
     for r in summary.get("rows", []):
@@ -97,9 +100,9 @@ def outside_load(summary: dict | None, window: list[float] | None, machine_cpus:
         seen.add(r["pid"])
         if r["t"] in system and not first and r.get("cpu") is not None:
             tree[r["t"]] = tree.get(r["t"], 0.0) + r["cpu"]
-    if not system:
+    if len(system) < 3:  # too few readings to say anything about the machine
         return None
-    outside = [max(0.0, system[t] / 100 * machine_cpus - tree.get(t, 0.0) / 100) for t in system]
+    outside = [max(0.0, system[t] / 100 * machine_cpus - tree.get(t, 0.0) / 100 - own[t]) for t in system]
     return round(sum(outside) / len(outside), 2)
 
 

@@ -24,6 +24,7 @@ class TreeSampler(threading.Thread):
                  memory_every: int = 5, tree_every: int = 5, memory_budget: float = 0.01,
                  worker_memory_interval: float = 0.19):
         super().__init__(name="loaderdoctor-sampler", daemon=True)
+        self._me = psutil.Process()
         self.root_pid = root_pid
         self.roles = roles
         self.stage = stage
@@ -115,7 +116,8 @@ class TreeSampler(threading.Thread):
             self._next_memory_n = n + wait
         else:
             self._worker_memory_pass(t, roles)
-        sysrow = {"t": round(t, 3), "stage": self.stage, "cpu": psutil.cpu_percent(None)}
+        sysrow = {"t": round(t, 3), "stage": self.stage, "cpu": psutil.cpu_percent(None),
+                  "self_cpu": self._me.cpu_percent(None)}  # loaderdoctor's own (events, this sampler)
         try:
             st = os.statvfs("/dev/shm")
             sysrow["shm_used"] = (st.f_blocks - st.f_bfree) * st.f_frsize

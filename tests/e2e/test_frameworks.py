@@ -88,7 +88,7 @@ def test_framework_script_every_stage(tmp_path, name):
     assert any(n.startswith("workers-") for n in names)
     _check(report, out, name)
     _confirm_measured(report)
-    if name in ("loop_train_eval_sites.py", "accelerate_loop.py", "lightning_boring.py", "hf_trainer.py"):
+    if name in ("loop_train_eval_sites.py", "accelerate_loop.py", "lightning_boring.py"):
         # the evaluation loader is a loader of its own (built at the same line or by the same
         # framework call, told apart by its dataset and the functions that built it), never training
         train = [l for l in report["loaders"] if l["role"] == "train"][0]
