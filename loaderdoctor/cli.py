@@ -141,11 +141,9 @@ def attach(
 ) -> None:
     """Diagnose a running (or frozen) training process and its workers in place, without stopping it."""
     from loaderdoctor.orchestrate import attach as core
-    from loaderdoctor.orchestrate import outpaths
 
     _sigterm_as_interrupt()
     try:
-        out_dir = outpaths.check_out_dir(out_dir)
         result = core.attach(pid, duration=duration, timeout=timeout, out=out_dir)
     except LoaderDoctorError as exc:
         _fail(exc)

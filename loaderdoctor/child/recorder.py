@@ -36,6 +36,12 @@ class StopProbe(BaseException):
 DRAIN_MAX_SKIPPED = 20  # batches whose loading raised that a drain steps over, as the user's loop did
 
 
+def _fatal_to_iterator(exc: BaseException) -> bool:
+    """A worker that died (not a sample that raised): the iterator cannot go on."""
+    text = str(exc)
+    return "exited unexpectedly" in text or "killed by signal" in text or "is killed" in text
+
+
 class _IterState:
     __slots__ = ("site", "t_start", "t_last", "count", "first")
 
@@ -329,7 +335,7 @@ class Recorder:
                     break
                 except Exception as exc:  # the real run went on past it (the baseline passed): so do we
                     skipped += 1
-                    if skipped > DRAIN_MAX_SKIPPED:
+                    if skipped > DRAIN_MAX_SKIPPED or _fatal_to_iterator(exc):
                         raise
                     self.emit(json.dumps({"e": "skipped", "type": type(exc).__name__, "n": skipped}))
         self.finish("steps")

@@ -27,6 +27,7 @@ from loaderdoctor.observe.attach_sampler import (
     ptrace_scope,
     sample_tree,
 )
+from loaderdoctor.orchestrate import outpaths
 from loaderdoctor.orchestrate.outputs import attach_sources
 from loaderdoctor.render import get as get_renderer
 from loaderdoctor.render.text import VERDICT_TEXT, frame_line, pct
@@ -114,6 +115,7 @@ def attach(pid: int, *, duration: float = DEFAULT_DURATION, timeout: float | Non
     window = float(timeout) if timeout else float(duration)
     try:
         checked = check_target(pid)
+        out = outpaths.check_out_dir(out)  # exit 2 now, before the job is sampled, if it cannot be written
         work = tempfile.mkdtemp(prefix="loaderdoctor-attach-")
         try:
             record = sample_tree(pid, window, work, checked=checked)

@@ -37,7 +37,7 @@ def test_missing_main_guard_under_spawn_is_spawn_unsafe(tmp_path):
     assert _methods(r)["fork"] == "ok" and _methods(r)["spawn"] == "crash"
     f = next(f for f in r["findings"] if f["id"] == "spawn-unsafe")
     assert "No `if __name__" in f["title"] and "re-run" in f["title"]
-    assert "no_main_guard.py:15" in f["evidence"] and "iterated a DataLoader" in f["evidence"]  # the line that would train
+    assert "no_main_guard.py:16" in f["evidence"] and "iterated a DataLoader" in f["evidence"]  # the line that would train
 
 
 def test_lambda_in_the_pipeline_names_its_attribute_path(tmp_path):
