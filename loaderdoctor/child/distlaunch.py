@@ -117,12 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:  # a rank failed (ChildFailedError) or a signal: torch said which on stderr
         code = 1
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    os._exit(code if 0 <= code < 256 else 1)
+    lifeline.leave(code)
 
 
 if __name__ == "__main__":

@@ -114,14 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     spec = RunnerSpec.load(argv[0])
     emit = Emitter(distrank.event_fd(), rank=distrank.rank())
     code = run(spec, emit)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    # Leave without interpreter teardown: joining the script's workers or threads could
-    # hang; the parent ends whatever of the run is left.
-    os._exit(code if 0 <= code < 256 else 1)
+    lifeline.leave(code)  # no teardown: joining the script's workers or threads could hang
 
 
 if __name__ == "__main__":
