@@ -30,11 +30,16 @@ def _fail(exc: LoaderDoctorError) -> None:
 
 
 def _sigterm_as_interrupt() -> None:
+    """Ctrl-C, SIGTERM and a closed terminal (SIGHUP) end the run and keep what was measured.
+    The first one raises KeyboardInterrupt and makes every later one ignored at once, so a second
+    Ctrl-C cannot land inside the ending of the tree or the writing of the partial report."""
     def handler(signum, frame):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGHUP, handler)  # the terminal closed: end the run, keep what was measured
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
 
 
 @app.command(context_settings=_EXTRA)
