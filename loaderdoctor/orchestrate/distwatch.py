@@ -58,6 +58,7 @@ class DistWatch:
         self.b_last: float | None = None
         self.checked_at = float("-inf")  # last early-hang stack check (orchestrate/hangwatch)
         self.same_stall = False
+        self.worker_death_at: float | None = None  # when a dead DataLoader worker was first seen
 
     def handle(self, ev: dict) -> None:
         now = self.clock()

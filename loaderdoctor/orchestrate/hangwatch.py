@@ -7,6 +7,8 @@ import json
 import os
 import time
 
+import psutil
+
 from loaderdoctor.analysis.culprits import find_culprit, main_thread
 from loaderdoctor.frames import ProcessStack
 from loaderdoctor.observe import procs
@@ -16,6 +18,10 @@ EARLY_HANG_S = 3.0  # idle this long in the baseline's culprit frame: the same h
 
 
 EARLY_CHECK_EVERY_S = 3.0
+
+# torch's main process checks its workers' liveness at least every 5 s
+# (MP_STATUS_CHECK_INTERVAL) when its SIGCHLD handler did not fire in time: a little more.
+WORKER_DEATH_GRACE_S = 7.0
 
 
 def same_stall(spec, idle: float, now: float, watch) -> bool:
@@ -34,6 +40,29 @@ def same_stall(spec, idle: float, now: float, watch) -> bool:
     found = find_culprit(stacks) if stacks else None
     watch.same_stall = bool(found and found.get("file") == c.get("file") and found.get("line") == c.get("line"))
     return watch.same_stall
+
+
+def _dead(pid: int) -> bool:
+    """Dead and not yet reaped: torch reaps the workers it shuts down, never one that died
+    under it until it notices (its SIGCHLD check only peeks, with WNOWAIT)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def awaiting_worker_death(watch, now: float) -> bool:
+    """The stage is idle past its allowance, but a DataLoader worker of it is dead (the OOM
+    killer, a signal): that is a crash torch is about to report in its own words (which worker,
+    which signal), not a hang. True while that report is due: once per stage, for at most
+    WORKER_DEATH_GRACE_S after the death was first seen here."""
+    if watch.worker_death_at is None:
+        with watch.lock:
+            workers = set(watch.workers)
+        if not any(_dead(p) for p in workers):
+            return False
+        watch.worker_death_at = now
+    return now - watch.worker_death_at < WORKER_DEATH_GRACE_S
 
 
 def on_hang(root_pid: int, run_id: str, workers: set[int], stack_dir: str, spec,

@@ -138,6 +138,7 @@ class _Watch:
         self.b_last: float | None = None
         self.checked_at = float("-inf")  # last early-hang stack check
         self.same_stall = False
+        self.worker_death_at: float | None = None  # when a dead DataLoader worker was first seen
 
     def handle(self, ev: dict) -> None:
         now = self.clock()
@@ -244,7 +245,9 @@ def _watch_until_done(spec: StageSpec, proc: subprocess.Popen, watch: _Watch, ru
                 break  # the script is over or was told to stop: what is left gets ended
             if hangwatch.same_stall(spec, idle, now, watch):
                 allowance = idle  # the baseline's culprit frame again: no need to wait out the timeout
-            if idle >= allowance:
+            if idle >= allowance and hangwatch.awaiting_worker_death(watch, now):
+                pass  # a worker died: torch raises its own error (which names it) within seconds
+            elif idle >= allowance:
                 with watch.lock:
                     workers, waiting_first = set(watch.workers), watch.waiting_first
                     mains = set(watch.mains) if spec.nproc_per_node else {watch.main_pid or proc.pid}

@@ -70,6 +70,14 @@ def test_sigkilled_worker_is_a_crash_with_sigkill(tmp_path):
     assert "SIGKILL" in res.stderr and "worker process failed" in res.stderr
 
 
+def test_worker_death_torch_notices_late_is_a_crash_not_a_hang(tmp_path):
+    """torch's own check finds the dead worker only after 5 s, past the 3 s allowance: the
+    watchdog sees the dead worker and lets torch say so instead of calling it a hang."""
+    res, _ = check("sigkill_worker_unnoticed.py", out=tmp_path)
+    assert res.returncode == 4, res.stderr
+    assert "SIGKILL" in res.stderr and "HANG" not in res.stderr
+
+
 def test_step_blocking_in_main_blames_main_not_workers(tmp_path):
     res, _ = check("hang_in_step.py", out=tmp_path)
     assert res.returncode == 3, res.stderr
