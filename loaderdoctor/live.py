@@ -113,6 +113,21 @@ def _drive(loader, batches: int, timeout: float, stack_method: str) -> dict:
     finally:
         loader.worker_init_fn = old_init
         shutil.rmtree(stack_dir, ignore_errors=True)
+        if done.is_set():  # ended here, not left to the garbage collector (an error's traceback holds it)
+            _close(state["it"])
+        state["it"] = None
+
+
+def _close(it) -> None:
+    """The workers of an iterator that finished or failed: shut down as torch does, or ended."""
+    if it is None:
+        return
+    try:
+        shutdown = getattr(it, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+    except Exception:
+        _end_workers(it)
 
 
 def _stalled(loader, state, thread, timeout, stack_dir, stack_method) -> dict:

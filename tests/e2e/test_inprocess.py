@@ -33,6 +33,22 @@ class Fine(Dataset):
         return torch.full((2,), float(i))
 
 
+def _workers_alive() -> list:
+    import psutil
+
+    return [c for c in psutil.Process().children(recursive=True) if c.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.fixture(autouse=True)
+def _no_worker_left():
+    """Every check ends the workers it started, however it ended (not left to the garbage
+    collector: an error's traceback keeps the iterator alive)."""
+    before = {p.pid for p in _workers_alive()}
+    yield
+    left = [p for p in _workers_alive() if p.pid not in before]
+    assert not left, [(p.pid, p.name()) for p in left]
+
+
 def test_healthy_loader_passes():
     assert assert_loader_healthy(DataLoader(Fine(), batch_size=4, num_workers=2), batches=5, timeout=30) == 5
 

@@ -79,17 +79,38 @@ def test_xml_text_is_xml_legal(s):
     assert back.text == x
 
 
-def test_clean_tree_speed_on_a_2mb_tree():
-    rows = [{"stage": "baseline", "pid": i, "message": f"ValueError: bad sample {i} \x1b[31m{'x' * 40}\x1b[0m",
+def _tree(n: int) -> list[dict]:
+    return [{"stage": "baseline", "pid": i, "message": f"ValueError: bad sample {i} \x1b[31m{'x' * 40}\x1b[0m",
              "frames": [{"function": "__getitem__", "file": f"/data/f\udcff{i}.py", "line": i}] * 2}
-            for i in range(8000)]
-    size = len(json.dumps(rows).encode())
-    assert size > 2_000_000
-    t0 = time.perf_counter()
-    out = clean_tree(rows)
-    took = time.perf_counter() - t0
+            for i in range(n)]
+
+
+def _best_of(fn, arg, n: int = 3) -> float:
+    import gc
+
+    best = float("inf")
+    for _ in range(n):
+        gc.collect()
+        gc.disable()  # the heap a long test session built up is not the function's cost
+        try:
+            t0 = time.perf_counter()
+            fn(arg)
+            best = min(best, time.perf_counter() - t0)
+        finally:
+            gc.enable()
+    return best
+
+
+def test_clean_tree_is_linear_on_a_2mb_tree():
+    """Cleaning a 2.4 MB report tree: correct, and ten times the rows cost about ten times the
+    time, not a hundred (a ratio: absolute figures belong to benchmarks/)."""
+    big, small = _tree(8000), _tree(800)
+    assert len(json.dumps(big).encode()) > 2_000_000
+    out = clean_tree(big)
     assert out[5]["message"].startswith("ValueError: bad sample 5 \\x1b[31m")
-    assert took < 2.0, f"clean_tree took {took:.2f} s on {size / 1e6:.1f} MB"
+    assert out[5]["frames"][0]["file"] == clean_tree(big[5]["frames"][0]["file"])
+    ratio = _best_of(clean_tree, big) / _best_of(clean_tree, small)
+    assert ratio < 30, f"10x the rows took {ratio:.1f}x the time"
 
 
 def _crash_result(msg: str, target: str = "train.py") -> dict:
