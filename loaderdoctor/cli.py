@@ -82,6 +82,7 @@ def probe(
                                  stack_method=stack_method, repeats=repeats, nproc_per_node=nproc_per_node)
         if stages:
             opts.stages = [s.strip() for s in stages.split(",") if s.strip()]
+            opts.stages_given = True
         view = console_view.ProbeView(out, quiet=quiet, verbose=verbose)
         view.start(tgt)
         written = core.probe(tgt, opts, on_stage=view.on_stage, on_event=view.on_event if verbose else None)

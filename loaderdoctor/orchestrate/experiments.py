@@ -163,7 +163,8 @@ UNEVEN_STEPS = 1.5  # step time p90 over median: a deeper queue absorbs uneven s
 
 def try_prefetch(ctx: Ctx, n: int | None, uneven: bool = False) -> None:
     """At the chosen worker count, a deeper prefetch queue: prefetch_factor 4, and 8 when the
-    baseline's step times are uneven (a deeper queue carries the loader over slow steps). The
+    baseline's step times are uneven (a deeper queue carries the loader over slow steps; the
+    plan calls this only then, orchestrate/probe.py). The
     smallest depth that gains at least tuning.GAIN over the default is kept; the confirm then
     measures it on the real script like any other candidate."""
     rate = dict((ctx.session.notes.get("workers_sweep") or {}).get("rates") or []).get(n)

@@ -38,6 +38,7 @@ class ProbeOptions:
     max_workers: int | None = None
     stack_method: str = "auto"
     repeats: int = 5  # interleaved A/B pairs of the confirm
+    stages_given: bool = False  # --stages named them: run each one asked for, even where the plan would not
     nproc_per_node: int | None = None  # launch as torchrun would; every stage runs all ranks
 
     def to_dict(self) -> dict:
@@ -142,11 +143,42 @@ def _throughput(ctx: stages.Ctx, wanted: list[str], base: StageResult) -> int | 
         return None
     choice = stages.workers_sweep(ctx, lo, ladder=ladder)
     if not compute_bound:
-        st = ctx.session.stage("baseline")
-        step = tables.stage_block(st, int(ctx.opts.warmup))["summary"].get("step_s") or {}
-        uneven = bool(step.get("median") and step.get("p90") and step["p90"] > stages.UNEVEN_STEPS * step["median"])
-        stages.try_prefetch(ctx, choice, uneven=uneven)
+        # a deeper queue absorbs uneven steps; the drain's own waits cannot say (n workers deliver
+        # in rounds: a short wait and a long one alternate however even the fetches are)
+        if _uneven(ctx, "baseline", "step_s"):
+            stages.try_prefetch(ctx, choice, uneven=True)
+        elif choice:
+            ctx.skip("prefetch", f"the baseline's steps are even (p90 within {stages.UNEVEN_STEPS}x the median): "
+                                 "a deeper prefetch queue has nothing to absorb")
     return choice
+
+
+def _uneven(ctx: stages.Ctx, stage: str, key: str) -> bool:
+    """A stage's step (or wait) times: p90 over UNEVEN_STEPS times the median."""
+    st = ctx.session.stage(stage)
+    if not st or st["status"] != "ok":
+        return False
+    q = tables.stage_block(st, int(ctx.opts.warmup))["summary"].get(key) or {}
+    return bool(q.get("median") and q.get("p90") and q["p90"] > stages.UNEVEN_STEPS * q["median"])
+
+
+def _context_skipped(ctx: stages.Ctx, base: StageResult) -> str | None:
+    """Why the start-method stages are not worth their runs (None: run them). They are run
+    when the start method is at stake: a stage hung or crashed, the script has no main guard,
+    the target is a notebook, the loader or the platform uses spawn/forkserver, or asked for."""
+    if ctx.opts.stages_given or ctx.target.kind == "notebook" or ctx.opts.nproc_per_node:
+        return None
+    if base.status != "ok" or any(s["status"] != "ok" for s in ctx.session.stages):
+        return None
+    st = ctx.session.notes.get("static") or {}
+    if st.get("has_guard") is False and st.get("toplevel_calls"):
+        return None
+    default = ctx.session.environment.get("start_method_default") or "fork"
+    if default != "fork" or (ctx.train_loader.get("start_method") or default) != "fork":
+        return None
+    return ("every stage ran healthy under fork, the start method the script uses; spawn and forkserver are "
+            "probed when a stage hangs or crashes, the script has no main guard, the target is a notebook or "
+            "uses them, or on request (--stages ...,context)")
 
 
 def _confirm(ctx: stages.Ctx, wanted: list[str], base: StageResult, choice: int | None) -> None:
@@ -205,7 +237,11 @@ def probe(target: Target, opts: ProbeOptions, *, on_stage: Callable[[str, StageR
             else:
                 stages.transforms(ctx)
         if "context" in wanted:
-            stages.start_methods(ctx, base)
+            why_not = _context_skipped(ctx, base)
+            if why_not:
+                ctx.skip("context", why_not)
+            else:
+                stages.start_methods(ctx, base)
         _confirm(ctx, wanted, base, choice)
     except (stages.Interrupted, KeyboardInterrupt):
         hold_interrupts()
