@@ -37,7 +37,7 @@ QUICK = ["lightning_combined.py", "monai_thread_array.py", "albumentations_pipe.
 def _probe(tmp_path, name, stages, python=None, extra=()):
     out = tmp_path / "out"
     args = ["probe", script(os.path.join("frameworks", name)), "--out", str(out), "--timeout", "30",
-            "--max-workers", "1", "--steps", "10", "--repeats", "2", "--budget", "420", "--stages", stages, "--quiet",
+            "--max-workers", "1", "--steps", "10", "--repeats", "1", "--budget", "420", "--stages", stages, "--quiet",
             *extra]
     if python:
         import subprocess

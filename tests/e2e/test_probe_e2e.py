@@ -180,7 +180,8 @@ def test_ctrl_c_on_check_ends_everything(tmp_path):
 
 
 def test_demo_runs_without_a_target(tmp_path):
-    res = run_cli("probe", "--out", str(tmp_path), "--steps", "20")
+    # the full default plan on the demo, with one confirm pair (its five: benchmarks/time_to_verdict.py)
+    res = run_cli("probe", "--out", str(tmp_path), "--steps", "20", "--repeats", "1")
     assert res.returncode == 0, res.stderr
     r = _report(tmp_path)
     assert r["target"]["kind"] == "demo"

@@ -19,7 +19,8 @@ def probe(tmp_path, name, *args, timeout=400):
 
 
 def test_io_bound_sweep_climbs_past_the_cores_and_confirms(tmp_path):
-    r = probe(tmp_path, "io_bound.py", "--steps", "20", "--stages", "baseline,loader-only,workers,confirm")
+    r = probe(tmp_path, "io_bound.py", "--steps", "20", "--repeats", "3", "--stages",
+              "baseline,loader-only,workers,confirm")
     eff = r["environment"]["cpu_count_effective"]
     tried = [row["num_workers"] for row in r["workers_sweep"]]
     assert max(tried) > eff, tried  # I/O-bound: it kept climbing past the cores
@@ -94,7 +95,7 @@ def test_prefix_ablation_names_a_transform_that_blocks_only_in_workers(tmp_path)
 
 
 def test_worker_startup_each_epoch_recommends_persistent_workers(tmp_path):
-    r = probe(tmp_path, "worker_startup.py", "--steps", "30", "--timeout", "20",
+    r = probe(tmp_path, "worker_startup.py", "--steps", "30", "--timeout", "20", "--repeats", "3",
               "--stages", "baseline,loader-only,workers,confirm")
     f = next(f for f in r["findings"] if f["id"] == "epoch-restart")  # paid every epoch: rules/startup.py
     assert "persistent_workers=True" in f["fix"]
