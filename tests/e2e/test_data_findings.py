@@ -26,7 +26,7 @@ def _probe(tmp_path, name, stages, steps, *script_args):
 
 
 def test_copy_on_read_grows_the_workers_memory(tmp_path):
-    r, f = _probe(tmp_path, "copy_on_read.py", "baseline", 400)
+    r, f = _probe(tmp_path, "copy_on_read.py", "baseline", 800)  # long enough for the 1% memory-read budget to read the workers several times
     g = f["worker-memory-growth"]
     assert "copy-on-read" in g["evidence"] and "items (list of 300,000 items" in g["evidence"]
     assert "MB per batch" in g["evidence"] and "numpy" in g["fix"]
