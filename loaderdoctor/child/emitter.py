@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import select
-import sys
+
+from loaderdoctor import lifeline
 
 PIPE_BUF = getattr(select, "PIPE_BUF", 4096)
 
@@ -86,11 +87,6 @@ def leave_hook(emit: Emitter):
     def leave() -> None:
         emit.json({"e": "exit", "how": "stopped", "code": 0, "exc": None})
         emit.flush()
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
-        os._exit(0)
+        lifeline.leave(0)
 
     return leave
