@@ -41,14 +41,26 @@ class TreeSampler(threading.Thread):
         self.memory_budget = memory_budget
         self._next_memory_n = 0
         # Workers' private memory on a schedule of its own (worker-memory-growth needs a slope
-        # even from workers that live under a second): a new worker at once, then every
-        # worker_memory_interval (each sample at the default 0.2 s), while all memory reading
-        # together stays within the budget
-        # (readings in worker_memory; the full passes above keep their shape in rows).
+        # even from workers that live under a second): a new worker once it is
+        # worker_memory_interval old (a reading before its first batch is fetched is start-up,
+        # not growth, and the analysis drops it: reading it at once spent the budget for
+        # nothing), then every worker_memory_interval, while all memory reading together stays
+        # within the budget (readings in worker_memory; the full passes above keep their shape
+        # in rows).
         self.worker_memory_interval = worker_memory_interval
         self.worker_memory: list[dict] = []
         self._worker_read_at: dict[int, float] = {}
+        self._worker_seen_at: dict[int, float] = {}
         self.memory_cpu_s = 0.0  # CPU the memory reading took, both kinds
+        # Each kind keeps to its own share, so the full passes' spend while the script starts
+        # (the main process alone, often large) never starves the workers' readings later: the
+        # full passes accrue budget at the whole rate while no worker is alive and at half the
+        # rate while one is; the workers' readings accrue the other half; together within the
+        # budget.
+        self._full_cpu_s = 0.0
+        self._worker_cpu_s = 0.0
+        self._worker_time = 0.0  # seconds sampled with a worker alive
+        self._last_t: float | None = None
         self._read_cost = 0.0  # the last worker reading's
         self._known: list[psutil.Process] = []
         self.rows: list[dict] = []  # one per process per sample
@@ -88,8 +100,13 @@ class TreeSampler(threading.Thread):
     def sample_once(self, n: int) -> None:
         t = self.clock() - self.t0
         roles = self.roles()
+        workers = "worker" in roles.values()
+        if workers and self._last_t is not None:
+            self._worker_time += max(0.0, t - self._last_t)
+        self._last_t = t
         # memory reading of every kind stays within memory_budget of the time sampled
-        with_memory = n >= self._next_memory_n and (n == 0 or self.memory_cpu_s <= self._allowance(t))
+        full_allowance = self.memory_budget * max(0.0, t - 0.5 * self._worker_time) + 0.005
+        with_memory = n >= self._next_memory_n and (n == 0 or self._full_cpu_s <= full_allowance)
         c0 = time.thread_time() if with_memory else 0.0
         for p in self._tree(n, roles):
             try:
@@ -109,9 +126,10 @@ class TreeSampler(threading.Thread):
         if with_memory:
             cost = time.thread_time() - c0
             self.memory_cpu_s += cost
+            self._full_cpu_s += cost
             # with workers, the full passes pace themselves on half the budget: the workers' own
             # readings in between get the rest
-            share = 0.5 if "worker" in roles.values() else 1.0
+            share = 0.5 if workers else 1.0
             wait = max(self.memory_every, int(cost / (self.memory_budget * share) / self.interval) + 1)
             self._next_memory_n = n + wait
         else:
@@ -130,19 +148,22 @@ class TreeSampler(threading.Thread):
                 sysrow[f"gpu{g['index']}_power_w"] = g["power_w"]
         self.system.append(sysrow)
 
-    def _allowance(self, t: float) -> float:
-        return self.memory_budget * max(t, 0.0) + 0.005  # a little room for the first readings
-
     def _worker_memory_pass(self, t: float, roles: dict[int, str]) -> None:
-        """USS of the workers that are new or due, while the memory reading's CPU stays within
-        memory_budget of the time sampled (plus a small allowance for the first readings)."""
-        allowance = self._allowance(t)
-        due = [(self._worker_read_at.get(p.pid, float("-inf")), p) for p in self._known
-               if roles.get(p.pid) == "worker"
-               and t - self._worker_read_at.get(p.pid, float("-inf")) >= self.worker_memory_interval]
+        """USS of the workers that are due, while these readings' CPU stays within half of
+        memory_budget of the time sampled with a worker alive (plus a small allowance for the
+        first readings)."""
+        allowance = 0.5 * self.memory_budget * self._worker_time + 0.005
+        due = []
+        for p in self._known:
+            if roles.get(p.pid) != "worker":
+                continue
+            seen = self._worker_seen_at.setdefault(p.pid, t)
+            last = self._worker_read_at.get(p.pid, float("-inf"))
+            if t - seen >= self.worker_memory_interval and t - last >= self.worker_memory_interval:
+                due.append((last, p))
         due.sort(key=lambda x: x[0])  # never read first, then the longest unread
         for _, p in due:
-            if self.memory_cpu_s + self._read_cost > allowance:
+            if self._worker_cpu_s + self._read_cost > allowance:
                 return
             c0 = time.thread_time()
             try:
@@ -152,6 +173,7 @@ class TreeSampler(threading.Thread):
             finally:
                 cost = time.thread_time() - c0
                 self.memory_cpu_s += cost
+                self._worker_cpu_s += cost
                 self._read_cost = cost
             self._worker_read_at[p.pid] = t
             self.worker_memory.append({"t": round(t, 3), "pid": p.pid, "uss": mem.uss,

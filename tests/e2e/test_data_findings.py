@@ -26,9 +26,9 @@ def _probe(tmp_path, name, stages, steps, *script_args):
 
 
 def test_copy_on_read_grows_the_workers_memory(tmp_path):
-    r, f = _probe(tmp_path, "copy_on_read.py", "baseline", 800)  # long enough for the 1% memory-read budget to read the workers several times
+    r, f = _probe(tmp_path, "copy_on_read.py", "baseline", 1600)  # long enough for the memory-read budget (a reading of these ~500 MB processes costs ~10 ms) to read the workers ~10 times
     g = f["worker-memory-growth"]
-    assert "copy-on-read" in g["evidence"] and "items (list of 300,000 items" in g["evidence"]
+    assert "copy-on-read" in g["evidence"] and "items (list of 600,000 items" in g["evidence"]
     assert "MB per batch" in g["evidence"] and "numpy" in g["fix"]
     fit = r["data"]["memory"]["fit"]
     assert fit["slope_mb_s"] > 5 and r["data"]["memory"]["readings"] >= 3  # workers that live ~1 s, read

@@ -167,7 +167,7 @@ def test_the_prefix_ends_at_the_first_random_step():
     assert k == 2 and why.startswith("C: Jitter.__call__ uses uniform_")
 
 
-def test_workers_memory_is_read_when_new_then_each_interval_within_the_budget():
+def test_workers_memory_is_read_once_past_start_up_then_each_interval_within_the_budget():
     Mem = namedtuple("Mem", "uss pss rss")
 
     class P:
@@ -179,11 +179,15 @@ def test_workers_memory_is_read_when_new_then_each_interval_within_the_budget():
 
     s = TreeSampler(1, lambda: {}, stage="t", worker_memory_interval=0.19)
     s._known = [P(1), P(7), P(8)]
+    s._worker_time = 1.0  # workers alive for a second: 5 ms of their half of the 1% budget, + 5 ms
     roles = {7: "worker", 8: "worker"}
-    s._worker_memory_pass(1.0, roles)
+    s._worker_memory_pass(1.0, roles)  # new: start-up, which the analysis drops, is not read
+    assert s.worker_memory == []
     s._worker_memory_pass(1.1, roles)  # not due yet
     s._worker_memory_pass(1.2, roles)
-    assert [(m["t"], m["pid"]) for m in s.worker_memory] == [(1.0, 7), (1.0, 8), (1.2, 7), (1.2, 8)]
-    s.memory_cpu_s = 1.0  # the budget (1% of the time sampled) is spent
+    s._worker_memory_pass(1.3, roles)  # read at 1.2: not due again yet
     s._worker_memory_pass(1.4, roles)
+    assert [(m["t"], m["pid"]) for m in s.worker_memory] == [(1.2, 7), (1.2, 8), (1.4, 7), (1.4, 8)]
+    s._worker_cpu_s = 1.0  # the workers' share of the budget is spent
+    s._worker_memory_pass(1.6, roles)
     assert len(s.worker_memory) == 4

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-N = 300_000
+N = 600_000  # ~800 samples an epoch: each worker lives ~2 s, long enough for its growth to show
 WINDOW = 3000  # items each sample reads (a lookup over its neighbours)
 STRIDE = 750
 
