@@ -54,6 +54,8 @@ def probe(
     steps: int = typer.Option(DEFAULT_STEPS, "--steps", min=1, help="Measured training steps per stage (after warm-up)."),
     warmup: int = typer.Option(DEFAULT_WARMUP, "--warmup", min=0, help="Batches left out of the statistics after the first."),
     stages: Optional[str] = typer.Option(None, "--stages", help="Comma-separated stages to run."),
+    start_methods: str = typer.Option("fork,spawn,forkserver", "--start-methods",
+                                      help="The start methods the context stage tries (comma-separated)."),
     max_workers: Optional[int] = typer.Option(None, "--max-workers", min=0, help="Upper bound for the sweep."),
     stack_method: str = typer.Option("auto", "--stack-method", help="auto, py-spy or faulthandler."),
     repeats: int = typer.Option(5, "--repeats", min=1, help="Interleaved A/B pairs of the confirm run (within the "
@@ -83,6 +85,7 @@ def probe(
         if stages:
             opts.stages = [s.strip() for s in stages.split(",") if s.strip()]
             opts.stages_given = True
+        opts.start_methods = list(dict.fromkeys(m.strip() for m in start_methods.split(",") if m.strip()))
         view = console_view.ProbeView(out, quiet=quiet, verbose=verbose)
         view.start(tgt)
         written = core.probe(tgt, opts, on_stage=view.on_stage, on_event=view.on_event if verbose else None)

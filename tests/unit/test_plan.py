@@ -55,3 +55,26 @@ def test_uneven_steps_are_told_from_even_ones():
         session = SimpleNamespace(stage=lambda name, st=st: st if name == "workers-2" else None)
         ctx = SimpleNamespace(session=session, opts=SimpleNamespace(warmup=0))
         assert probe._uneven(ctx, "workers-2", "wait_s") is want
+
+
+def test_start_methods_option_limits_the_context_runs_and_rejects_unknown_methods():
+    from loaderdoctor.errors import EXIT_USAGE, LoaderDoctorError
+    from loaderdoctor.orchestrate import experiments
+
+    ran = []
+
+    def run(name, **kw):
+        ran.append((name, kw["overrides"]["multiprocessing_context"]))
+        return OK
+
+    ctx = _ctx()
+    ctx.opts.start_methods = ["spawn", "fork"]
+    ctx.opts.timeout, ctx.opts.first_batch_timeout = 30.0, None
+    ctx.run, ctx.train_site = run, "t.py:1"
+    ctx.train_loader["num_workers"] = 2
+    experiments.start_methods(ctx, OK)
+    assert ran == [("context-fork", "fork"), ("context-spawn", "spawn")]  # in the usual order, forkserver not run
+    assert ctx.session.notes["start_methods"]["runs"] == {"fork": "context-fork", "spawn": "context-spawn"}
+    with pytest.raises(LoaderDoctorError) as e:
+        probe.plan(probe.ProbeOptions(start_methods=["fork", "thread"]))
+    assert e.value.exit_code == EXIT_USAGE and "thread" in str(e.value)
