@@ -36,6 +36,14 @@ def problems(trace: dict) -> list[str]:
         if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts) or ts < 0:
             out.append(f"event {n}: bad ts {ts!r}")
             continue
+        if ph == "C":  # a counter belongs to its process: values are finite numbers
+            args = e.get("args")
+            if not isinstance(args, dict) or not args or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in args.values()):
+                out.append(f"event {n}: counter without finite numeric values: {args!r}")
+            if e["pid"] not in named_procs:
+                out.append(f"event {n}: counter before its process_name")
+            continue
         used.add((e["pid"], e["tid"]))
         if ph == "X":
             dur = e.get("dur")

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 
 class Gpus:
-    """devices() -> list of dicts; sample() -> list of {index, util, mem_used_mb, power_w}."""
+    """devices() -> list of dicts; sample() -> list of {index, util, mem_used_mb, power_w,
+    sm_mhz, pcie_rx_mb_s, pcie_tx_mb_s} (None where NVML cannot read a field)."""
 
     def __init__(self) -> None:
         self.available = False
@@ -42,14 +43,25 @@ class Gpus:
         return out
 
     def sample(self) -> list[dict]:
+        """Each field read on its own: a field the device or driver does not support (power on
+        some boards, PCIe counters in some VMs) stays None without blanking the others."""
+        nv = self._nvml
+        reads = {
+            "util": lambda h: nv.nvmlDeviceGetUtilizationRates(h).gpu,
+            "mem_used_mb": lambda h: round(nv.nvmlDeviceGetMemoryInfo(h).used / 2**20, 1),
+            "power_w": lambda h: round(nv.nvmlDeviceGetPowerUsage(h) / 1000.0, 1),
+            "sm_mhz": lambda h: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM),
+            # KB/s over NVML's last 20 ms window, host to device (RX) and back (TX)
+            "pcie_rx_mb_s": lambda h: round(nv.nvmlDeviceGetPcieThroughput(h, nv.NVML_PCIE_UTIL_RX_BYTES) / 1024, 1),
+            "pcie_tx_mb_s": lambda h: round(nv.nvmlDeviceGetPcieThroughput(h, nv.NVML_PCIE_UTIL_TX_BYTES) / 1024, 1),
+        }
         out = []
         for i, h in enumerate(self._handles):
-            row = {"index": i, "util": None, "mem_used_mb": None, "power_w": None}
-            try:
-                row["util"] = self._nvml.nvmlDeviceGetUtilizationRates(h).gpu
-                row["mem_used_mb"] = round(self._nvml.nvmlDeviceGetMemoryInfo(h).used / 2**20, 1)
-                row["power_w"] = round(self._nvml.nvmlDeviceGetPowerUsage(h) / 1000.0, 1)
-            except Exception:
-                pass
+            row: dict = {"index": i}
+            for key, read in reads.items():
+                try:
+                    row[key] = read(h)
+                except Exception:
+                    row[key] = None
             out.append(row)
         return out

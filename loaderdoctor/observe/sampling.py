@@ -143,9 +143,10 @@ class TreeSampler(threading.Thread):
             sysrow["shm_used"] = None
         if self.gpus is not None and self.gpus.available:
             for g in self.gpus.sample():
-                sysrow[f"gpu{g['index']}_util"] = g["util"]
-                sysrow[f"gpu{g['index']}_mem_mb"] = g["mem_used_mb"]
-                sysrow[f"gpu{g['index']}_power_w"] = g["power_w"]
+                for key, name in (("util", "util"), ("mem_used_mb", "mem_mb"), ("power_w", "power_w"),
+                                  ("sm_mhz", "sm_mhz"), ("pcie_rx_mb_s", "pcie_rx_mb_s"),
+                                  ("pcie_tx_mb_s", "pcie_tx_mb_s")):
+                    sysrow[f"gpu{g['index']}_{name}"] = g.get(key)
         self.system.append(sysrow)
 
     def _worker_memory_pass(self, t: float, roles: dict[int, str]) -> None:

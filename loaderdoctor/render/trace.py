@@ -9,6 +9,10 @@ Input is session.json's content; nothing is measured here. Layout: one process p
                         when the stage iterated several: "main · loader L")
   worker <pid>          per-worker fetch spans ("wf" events), only where recorded
 
+and counter tracks from the parent's samples: system CPU %, and per GPU NVML's utilisation, SM
+clock, memory, power and PCIe throughput (on the batches' clock: the two meet at the first
+batch).
+
 Times: a batch event's "t" (seconds since the runner's recorder started, at the batch's
 arrival) when present, else a timeline rebuilt from its iterator's "t" plus the waits and
 computes in order. A stage starts at its "started" (time.time()) when known, else right
@@ -232,6 +236,7 @@ def _stage_trace(stage: dict, pid: int, start_s: float, max_batches: int, out: l
             st["pending"] = None
 
     _worker_fetches(events, tr, names, worker_loader, us)
+    _counters(stage, batches, pid, start_s, us, out)
     instants = _instants(stage, tr, tids, last, last_loader, us)
     status = stage.get("status")
 
@@ -255,6 +260,39 @@ def _stage_trace(stage: dict, pid: int, start_s: float, max_batches: int, out: l
             out.append(_meta(pid, tid, "thread_sort_index", {"sort_index": sort}))
     return {"end_s": end_us / 1e6, "clamped": tr.clamped, "stride": stride, "batches": len(batches),
             "timeline": "measured" if not rebuilt else ("rebuilt" if not measured_t else "mixed")}
+
+
+_COUNTERS = {"util": "util %", "sm_mhz": "SM clock MHz", "mem_mb": "memory MB", "power_w": "power W",
+             "pcie_rx_mb_s": "PCIe to GPU MB/s", "pcie_tx_mb_s": "PCIe from GPU MB/s"}
+
+
+def _counters(stage: dict, batches: list[dict], pid: int, start_s: float, us, out: list) -> None:
+    """The parent's samples as counter tracks: system CPU % and, per GPU, NVML's utilisation, SM
+    clock, memory, power and PCIe throughput. The sampler's clock meets the recorder's at the
+    first batch (the parent noted its arrival as the stage's window[0]); without one, samples
+    are placed from the stage's start."""
+    system = ((stage.get("samples") or {}).get("system")) or []
+    window = stage.get("window") or []
+    first_t = next((_num(b.get("t")) for b in batches if _num(b.get("t")) is not None), None)
+    w0 = _num(window[0]) if window else None
+
+    def at(t: float) -> int:
+        return us(t - w0 + first_t) if w0 is not None and first_t is not None else _us(start_s + t)
+
+    for row in system:
+        t = _num(row.get("t"))
+        if t is None:
+            continue
+        cpu = _num(row.get("cpu"))
+        if cpu is not None:
+            out.append({"ph": "C", "name": "system CPU %", "pid": pid, "tid": 0, "ts": at(t), "args": {"cpu %": cpu}})
+        gpus: dict[str, dict] = {}
+        for key, v in row.items():
+            m = re.match(r"^gpu(\d+)_(.+)$", key)
+            if m and m.group(2) in _COUNTERS and _num(v) is not None:
+                gpus.setdefault(m.group(1), {})[_COUNTERS[m.group(2)]] = _num(v)
+        for idx, args in sorted(gpus.items()):
+            out.append({"ph": "C", "name": f"GPU {idx}", "pid": pid, "tid": 0, "ts": at(t), "args": args})
 
 
 def build_trace(session: dict, *, max_batches: int = MAX_BATCHES) -> dict:

@@ -75,3 +75,39 @@ def test_gaps_reach_the_baseline_as_the_gpu_idle_share():
     ls = stepstats.steps_by_loader(events)[0]
     idle = stepstats.gpu_idle(events, 0, stepstats.measured_steps(ls, 0))
     assert idle["boundaries"] == 10 and abs(idle["fraction"] - 0.4) < 1e-6  # 4 ms idle of each 10 ms step
+
+
+def test_nvml_fields_are_read_each_on_its_own(monkeypatch):
+    """A fake pynvml (the NVML seam; not run on a GPU): SM clock and PCIe throughput are sampled
+    with utilisation and memory, and a field the board does not support stays None alone."""
+    import sys
+    import types
+
+    from loaderdoctor.observe.gpu import Gpus
+    from loaderdoctor.observe.sampling import TreeSampler
+
+    class NotSupported(Exception):
+        pass
+
+    def power(h):
+        raise NotSupported("Not Supported")
+
+    nv = types.SimpleNamespace(
+        NVML_CLOCK_SM=1, NVML_PCIE_UTIL_TX_BYTES=0, NVML_PCIE_UTIL_RX_BYTES=1,
+        nvmlInit=lambda: None, nvmlDeviceGetCount=lambda: 1, nvmlDeviceGetHandleByIndex=lambda i: f"h{i}",
+        nvmlDeviceGetName=lambda h: b"Fake H200",
+        nvmlDeviceGetUtilizationRates=lambda h: types.SimpleNamespace(gpu=87),
+        nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(used=3 * 2**30, total=80 * 2**30),
+        nvmlDeviceGetPowerUsage=power,
+        nvmlDeviceGetClockInfo=lambda h, kind: {1: 1980}[kind],
+        nvmlDeviceGetPcieThroughput=lambda h, kind: {1: 2048 * 1024, 0: 512}[kind],  # KB/s
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", nv)
+    g = Gpus()
+    assert g.available and g.devices() == [{"index": 0, "name": "Fake H200", "memory_total_mb": 81920}]
+    assert g.sample() == [{"index": 0, "util": 87, "mem_used_mb": 3072.0, "power_w": None, "sm_mhz": 1980,
+                           "pcie_rx_mb_s": 2048.0, "pcie_tx_mb_s": 0.5}]
+    s = TreeSampler(1, lambda: {}, stage="t", gpus=g)
+    s.sample_once(1)
+    row = s.system[-1]
+    assert (row["gpu0_util"], row["gpu0_sm_mhz"], row["gpu0_pcie_rx_mb_s"], row["gpu0_power_w"]) == (87, 1980, 2048.0, None)

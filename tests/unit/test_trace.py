@@ -227,3 +227,24 @@ def test_the_checker_catches_what_it_should():
     assert "overlaps" in problems({"traceEvents": [*meta, x, dict(x, ts=5, dur=0)], "displayTimeUnit": "ms"})[0]
     assert "bad ts" in problems({"traceEvents": [*meta, dict(x, ts=-1)], "displayTimeUnit": "ms"})[0]
     assert "no thread_name" in problems({"traceEvents": [meta[0], dict(x, tid=6)], "displayTimeUnit": "ms"})[0]
+
+
+def test_samples_are_counter_tracks_on_the_batches_clock():
+    """NVML and CPU samples (a fake GPU's values: no GPU here) become counter events; a sample
+    taken when the parent saw the first batch lands where that batch's wait ends."""
+    evs = _batches(3, t=True)
+    hello = {"e": "hello", "pid": 1, "torch_import_s": 2.0}
+    system = [{"t": 4.0, "cpu": 55.0, "gpu0_util": 80, "gpu0_sm_mhz": 1980, "gpu0_pcie_rx_mb_s": 2048.0,
+               "gpu0_power_w": None},
+              {"t": 4.2, "cpu": 60.0, "gpu0_util": float("nan")}]
+    trace = build_trace(_session(_stage("baseline", [hello, *evs], window=[4.0, 9.0],
+                                        samples={"system": system})))
+    _ok(trace)
+    counters = [e for e in trace["traceEvents"] if e["ph"] == "C"]
+    gpu = [e for e in counters if e["name"] == "GPU 0"]
+    cpu = [e for e in counters if e["name"] == "system CPU %"]
+    assert [c["args"]["cpu %"] for c in cpu] == [55.0, 60.0]
+    assert len(gpu) == 1 and gpu[0]["args"] == {"util %": 80, "SM clock MHz": 1980, "PCIe to GPU MB/s": 2048.0}
+    first_wait = spans(trace, "data wait")[0]
+    assert gpu[0]["ts"] == first_wait["ts"] + first_wait["dur"]  # the two clocks meet at the first batch
+    assert cpu[1]["ts"] - cpu[0]["ts"] == 200_000
