@@ -29,6 +29,7 @@ import re
 from typing import TextIO
 
 MAX_BATCHES = 20_000  # per stage; past it, batches are kept by striding
+MAX_COUNTER_SAMPLES = 5_000  # per stage (~17 min at 5 Hz); past it, samples are kept by striding
 _TID_STAGE, _TID_STARTUP, _TID_LOADER = 1, 2, 10  # + 1000 x pid: tids unique across the trace
 _ROUNDING_US = 3
 _TB_FRAME = re.compile(r'^\s*File "(.*)", line (\d+), in (.+)$')
@@ -277,9 +278,11 @@ def _counters(stage: dict, batches: list[dict], pid: int, start_s: float, us, ou
     w0 = _num(window[0]) if window else None
 
     def at(t: float) -> int:
-        return us(t - w0 + first_t) if w0 is not None and first_t is not None else _us(start_s + t)
+        ts = us(t - w0 + first_t) if w0 is not None and first_t is not None else _us(start_s + t)
+        return max(ts, _us(start_s))  # a sample from before the recorder's zero: at the stage's start
 
-    for row in system:
+    stride = -(-len(system) // MAX_COUNTER_SAMPLES) if len(system) > MAX_COUNTER_SAMPLES else 1
+    for row in system[::stride]:
         t = _num(row.get("t"))
         if t is None:
             continue

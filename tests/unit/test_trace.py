@@ -248,3 +248,14 @@ def test_samples_are_counter_tracks_on_the_batches_clock():
     first_wait = spans(trace, "data wait")[0]
     assert gpu[0]["ts"] == first_wait["ts"] + first_wait["dur"]  # the two clocks meet at the first batch
     assert cpu[1]["ts"] - cpu[0]["ts"] == 200_000
+
+
+def test_counter_samples_are_strided_past_the_cap(monkeypatch):
+    from loaderdoctor.render import trace as trace_mod
+
+    monkeypatch.setattr(trace_mod, "MAX_COUNTER_SAMPLES", 10)
+    system = [{"t": 0.2 * k, "cpu": float(k)} for k in range(35)]
+    trace = build_trace(_session(_stage("baseline", _batches(3), samples={"system": system})))
+    _ok(trace)
+    cpu = [e["args"]["cpu %"] for e in trace["traceEvents"] if e["ph"] == "C"]
+    assert cpu == [float(k) for k in range(0, 35, 4)]  # 1 in 4 kept: at most 10
