@@ -74,27 +74,34 @@ def loaders_from_events(events: list[dict]) -> list[dict]:
     return [sites[k] for k in sorted(sites)]
 
 
+def _role_entry() -> dict:
+    return {"batches": 0, "no_grad": 0, "optimizer_steps": 0, "wait_s": 0.0}
+
+
 def loader_roles(events: list[dict]) -> dict[int, dict]:
     """What each loader's batches were used for, from the events: optimizer steps that followed
-    its batches ("o" events name the loader of the last batch drawn), and how many of its
-    batches were drawn with gradients disabled (an evaluation loop's no_grad/inference_mode)."""
+    its batches ("o" events name the loader of the last batch drawn, and in "ls" every loader
+    that fed the step when several were consumed together), how many of its batches were drawn
+    with gradients disabled (an evaluation loop's no_grad/inference_mode), and its data wait."""
     out: dict[int, dict] = {}
     for ev in events:
         kind = ev.get("e")
         if kind == "b":
-            d = out.setdefault(ev["l"], {"batches": 0, "no_grad": 0, "optimizer_steps": 0})
+            d = out.setdefault(ev["l"], _role_entry())
             d["batches"] += 1
+            d["wait_s"] += ev.get("w") or 0.0
             if ev.get("g") == 0:
                 d["no_grad"] += 1
         elif kind == "o" and ev.get("l") is not None:
-            d = out.setdefault(ev["l"], {"batches": 0, "no_grad": 0, "optimizer_steps": 0})
-            d["optimizer_steps"] += 1
+            for l in ev.get("ls") or [ev["l"]]:
+                out.setdefault(l, _role_entry())["optimizer_steps"] += 1
     return out
 
 
 def train_loader(by_loader: dict[int, LoaderSteps], events: list[dict] | None = None) -> int | None:
     """The training loader is the one that feeds the optimizer: the loader whose batches were
-    followed by the most optimizer steps. Without any optimizer step (a loop that updates by
+    followed by the most optimizer steps; among loaders that fed the same steps (zip(a, b)), the
+    one the step waited on longest. Without any optimizer step (a loop that updates by
     hand, loaderdoctor's own drains): the one with the most batches drawn with gradients
     enabled, then the one with the most batches."""
     if not by_loader:
@@ -102,7 +109,7 @@ def train_loader(by_loader: dict[int, LoaderSteps], events: list[dict] | None = 
     roles = loader_roles(events or [])
     with_steps = {l: d["optimizer_steps"] for l, d in roles.items() if d["optimizer_steps"] and l in by_loader}
     if with_steps:
-        return max(with_steps, key=lambda l: (with_steps[l], -l))
+        return max(with_steps, key=lambda l: (with_steps[l], roles[l]["wait_s"], -l))
     graded = {l: d["batches"] - d["no_grad"] for l, d in roles.items() if l in by_loader}
     if any(v > 0 for v in graded.values()) and any(d["no_grad"] for d in roles.values()):
         return max(graded, key=lambda l: (graded[l], -l))
@@ -111,13 +118,18 @@ def train_loader(by_loader: dict[int, LoaderSteps], events: list[dict] | None = 
 
 def role_of(index: int, train_idx: int | None, roles: dict[int, dict]) -> tuple[str, str]:
     """(role, evidence) of one loader: train, eval or other, and why."""
-    d = roles.get(index) or {"batches": 0, "no_grad": 0, "optimizer_steps": 0}
+    d = roles.get(index) or _role_entry()
+    train_steps = (roles.get(train_idx) or {}).get("optimizer_steps") or 0
     if index == train_idx:
         if d["optimizer_steps"]:
             return "train", f"{d['optimizer_steps']} optimizer steps followed its batches ({d['batches']} drawn)"
         return "train", f"no optimizer step was seen; the most batches drawn with gradients enabled ({d['batches']})"
     if d["batches"] and d["no_grad"] == d["batches"] and not d["optimizer_steps"]:
         return "eval", f"all {d['batches']} of its batches were drawn with gradients disabled (no_grad/inference_mode)"
+    if train_steps and 2 * d["optimizer_steps"] >= train_steps:
+        return "other", (f"consumed together with the training loader: its batches fed {d['optimizer_steps']} of the "
+                         f"same optimizer steps ({d['batches']} drawn, {d['wait_s']:.2f} s of data wait); the sweep "
+                         "and the confirm tune the training loader only")
     return "other", f"{d['batches']} batches drawn, {d['optimizer_steps']} optimizer steps after them"
 
 

@@ -28,6 +28,17 @@ from loaderdoctor.protocol import (
 )
 
 
+def co_feeding(since_step: dict[int, int], last: int | None) -> list[int]:
+    """The loaders an optimizer step consumed: the one whose batch came last before it, and
+    any other that drew as many batches since the previous step (loaders consumed together,
+    `zip(a, b)`, one batch of each per step, or k of each with gradient accumulation). An
+    evaluation pass in between draws its whole loader, not the training loader's count."""
+    if last is None:
+        return []
+    n = since_step.get(last, 0)
+    return sorted({last, *(s for s, k in since_step.items() if k == n and n > 0)})
+
+
 class StopProbe(BaseException):
     """Raised inside the script's loop when enough was measured. A BaseException, so the
     script's own `except Exception:` does not swallow it."""
@@ -108,8 +119,10 @@ class Recorder:
         self.drain_from_first_batch = False
         # The step is defined by the optimizer: a post-hook on Optimizer.step marks each
         # training step's end; a one-shot module forward pre-hook marks the next step's first
-        # forward. The loader whose batches precede optimizer steps is the training loader.
+        # forward. The loader whose batches precede optimizer steps is the training loader;
+        # loaders consumed together (zip(a, b)) each feed the step (co_feeding).
         self.last_site: int | None = None
+        self.since_step: dict[int, int] = {}  # site -> batches drawn since the last optimizer step
         self.site_opt: dict[int, int] = {}  # site -> optimizer steps that followed its batches
         self.opt_steps = 0
         self.t_step_end: float | None = None
@@ -258,14 +271,17 @@ class Recorder:
             return
         self.opt_steps += 1
         site = self.last_site
-        if site is not None:
-            self.site_opt[site] = self.site_opt.get(site, 0) + 1
+        fed = co_feeding(self.since_step, site)
+        self.since_step = {}
+        for s in fed:
+            self.site_opt[s] = self.site_opt.get(s, 0) + 1
+        co = f',"ls":[{",".join(str(s) for s in fed)}]' if len(fed) > 1 else ""
         prev, fwd = self.t_step_end, self.t_forward
         f = None if prev is None or fwd is None or fwd < prev else fwd - prev
         k = "" if self.backward_s is None else f',"k":{self.backward_s:.6f}'
         if self.backward_s is not None:
             self.backward_s = 0.0
-        self.emit_batch(f'{{"e":"o","l":{_num_or_null(site)},"t":{now - self.t0:.6f},"f":{_num(f)}{k}}}', now)
+        self.emit_batch(f'{{"e":"o","l":{_num_or_null(site)},"t":{now - self.t0:.6f},"f":{_num(f)}{k}{co}}}', now)
         self.t_step_end, self.t_forward = now, None
 
     def on_forward(self, now: float) -> None:
@@ -279,8 +295,8 @@ class Recorder:
         loader runs under no_grad/inference_mode). Loaderdoctor's own drains count all."""
         if self.mode != "train":
             return True
-        if self.site_opt:
-            return site in self.site_opt
+        if self.site_opt:  # a loader credited now and then (a one-batch evaluation) is not training
+            return 2 * self.site_opt.get(site, 0) >= max(self.site_opt.values())
         return grad
 
     def on_batch(self, st: _IterState | None, t0: float, t1: float, batch: Any) -> None:
@@ -290,6 +306,7 @@ class Recorder:
         n = count_samples(batch)
         site = st.site
         self.last_site = site
+        self.since_step[site] = self.since_step.get(site, 0) + 1
         grad = self.grad_enabled()
         seen = self.batches.get(site, 0)
         self.batches[site] = seen + 1

@@ -168,3 +168,47 @@ def test_noisy_machine_finding_names_the_stages():
     (f,) = rule_noisy_machine(r)
     assert f.id == "noisy-machine" and f.severity == "warning" and "baseline (1.2)" in f.evidence
     assert not rule_noisy_machine({"noise": [{"stage": "baseline", "outside_cores": 0.1, "noisy": False}]})
+
+
+def test_loaders_zipped_together_each_feed_the_step_and_an_eval_pass_does_not():
+    rec = Recorder(_Emit(), steps=100, warmup=0)
+    rec.in_child = False
+
+    def draw(site, n=1):
+        for _ in range(n):
+            rec.last_site = site
+            rec.since_step[site] = rec.since_step.get(site, 0) + 1
+
+    for _ in range(6):  # zip(labeled, unlabeled) with 2-step gradient accumulation: 2 of each per step
+        draw(0, 2)
+        draw(1, 2)
+        rec.on_optimizer_step(1.0)
+    draw(2, 3)  # an evaluation pass (its whole loader), then the training loaders again
+    draw(0)
+    draw(1)
+    rec.on_optimizer_step(2.0)
+    assert rec.site_opt == {0: 7, 1: 7}
+    draw(2, 1)  # a one-batch evaluation pass: drawn as often as the training loaders, so credited once,
+    draw(0)     # yet not training: its batches never count toward the measured steps
+    draw(1)
+    rec.on_optimizer_step(3.0)
+    assert rec.site_opt[2] == 1 and not rec._counts(2, grad=True) and rec._counts(1, grad=True)
+    assert '"ls":[0,1]' in rec.emit.lines[0]
+
+
+def test_the_zipped_loader_the_step_waits_on_is_training_and_the_other_says_it_fed_the_steps():
+    ev = [{"e": "it", "l": 0, "t": 0.0, "workers": []}, {"e": "it", "l": 1, "t": 0.0, "workers": []}]
+    t = 0.0
+    for i in range(10):
+        t += 0.02
+        ev.append({"e": "b", "l": 0, "i": i, "w": 0.001, "c": None if i == 0 else 0.01, "n": 8, "t": t})
+        ev.append({"e": "b", "l": 1, "i": i, "w": 0.008, "c": None if i == 0 else 0.01, "n": 8, "t": t})
+        ev.append({"e": "o", "l": 1, "t": t + 0.01, "f": None, "ls": [0, 1]})
+    by = stepstats.steps_by_loader(ev)
+    assert stepstats.train_loader(by, ev) == 1  # equal steps: loader 1 kept the step waiting longer
+    ev_swapped = [dict(e, w=0.009) if e["e"] == "b" and e["l"] == 0 else e for e in ev]
+    assert stepstats.train_loader(by, ev_swapped) == 0
+    roles = stepstats.loader_roles(ev)
+    assert roles[0]["optimizer_steps"] == roles[1]["optimizer_steps"] == 10
+    role, why = stepstats.role_of(0, 1, roles)
+    assert role == "other" and "consumed together with the training loader" in why and "10 of the same" in why
