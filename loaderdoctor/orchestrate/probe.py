@@ -118,6 +118,15 @@ def _baseline_wait(session: Session) -> float | None:
     return summary["data_wait_fraction"] if (summary.get("steps") or 0) >= THRESHOLDS["min_steps"] else None
 
 
+def _compute_bound(ctx: stages.Ctx) -> float | None:
+    """The baseline's data wait when it is compute-bound and the plan may act on it: not when
+    --stages named the stages (each one named runs, whatever the baseline measured)."""
+    if ctx.opts.stages_given:
+        return None
+    wait = _baseline_wait(ctx.session)
+    return wait if wait is not None and wait < THRESHOLDS["compute_bound_fraction"] else None
+
+
 def _throughput(ctx: stages.Ctx, wanted: list[str], base: StageResult) -> int | None:
     """loader-only and the num_workers sweep, planned from the baseline: a compute-bound
     baseline gets only a short fewer-workers check (the data wait has nothing to give)."""
@@ -128,8 +137,8 @@ def _throughput(ctx: stages.Ctx, wanted: list[str], base: StageResult) -> int | 
         if "workers" in wanted:
             ctx.skip("workers", f"the baseline ended in '{base.status}'")
         return None
-    wait = _baseline_wait(ctx.session)
-    compute_bound = wait is not None and wait < THRESHOLDS["compute_bound_fraction"]
+    wait = _compute_bound(ctx)
+    compute_bound = wait is not None
     nw = ctx.train_loader.get("num_workers") or 0
     ladder = None
     if compute_bound:
@@ -235,8 +244,8 @@ def probe(target: Target, opts: ProbeOptions, *, on_stage: Callable[[str, StageR
             ctx.hang_culprit = base.hang["culprit"]
         choice = _throughput(ctx, wanted, base)
         if "transforms" in wanted:
-            wait = _baseline_wait(session)
-            if wait is not None and wait < THRESHOLDS["compute_bound_fraction"]:
+            wait = _compute_bound(ctx)
+            if wait is not None:
                 ctx.skip("transforms", f"the baseline is compute-bound (data wait {100 * wait:.1f}%): the "
                                        "pipeline's cost is hidden behind the step, nothing to bisect")
             else:

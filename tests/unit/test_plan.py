@@ -78,3 +78,13 @@ def test_start_methods_option_limits_the_context_runs_and_rejects_unknown_method
     with pytest.raises(LoaderDoctorError) as e:
         probe.plan(probe.ProbeOptions(start_methods=["fork", "thread"]))
     assert e.value.exit_code == EXIT_USAGE and "thread" in str(e.value)
+
+
+def test_a_compute_bound_baseline_trims_the_plan_unless_the_stages_were_named(monkeypatch):
+    monkeypatch.setattr(probe, "_baseline_wait", lambda session: 0.03)
+    assert probe._compute_bound(_ctx()) == 0.03  # transforms skipped, a short fewer-workers check
+    assert probe._compute_bound(_ctx(given=True)) is None  # --stages named them: each runs
+    monkeypatch.setattr(probe, "_baseline_wait", lambda session: 0.4)
+    assert probe._compute_bound(_ctx()) is None
+    monkeypatch.setattr(probe, "_baseline_wait", lambda session: None)  # not measured: no trimming
+    assert probe._compute_bound(_ctx()) is None
