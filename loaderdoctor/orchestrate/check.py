@@ -16,7 +16,7 @@ from loaderdoctor.errors import (
 )
 from loaderdoctor.observe import envinfo
 from loaderdoctor.orchestrate import distwatch
-from loaderdoctor.orchestrate.outputs import safe_session
+from loaderdoctor.orchestrate.outputs import redact_run_files, safe_session
 from loaderdoctor.orchestrate.probe import never_iterated
 from loaderdoctor.orchestrate.supervise import StageSpec, run_stage
 from loaderdoctor.orchestrate.target import Target
@@ -31,6 +31,7 @@ def check(target: Target, *, timeout: float, steps: int = 20, first_batch_timeou
                      steps=steps, warmup=0, timeout=timeout, first_batch_timeout=first_batch_timeout,
                      stack_method=stack_method, nproc_per_node=nproc_per_node)
     res = run_stage(spec, out_dir)
+    redact_run_files(out_dir, target.secrets)
     why = never_iterated(res) if res.status not in ("interrupted", "hang") else None  # a freeze is the gate's business
     if why:
         raise LoaderDoctorError(why, EXIT_USAGE)

@@ -6,7 +6,7 @@ import os
 
 from loaderdoctor.analysis import fixpatch, stepstats
 from loaderdoctor.analysis.report import build_report
-from loaderdoctor.redact import redact_tree
+from loaderdoctor.redact import redact_text, redact_tree
 from loaderdoctor.render import get as get_renderer
 from loaderdoctor.render import trace
 from loaderdoctor.session import Session
@@ -108,11 +108,33 @@ def safe_session(session: Session, secrets: list[str] | tuple = ()) -> Session:
     return Session.from_dict(clean_tree(redact_tree(session.to_dict(), secrets)))
 
 
+def redact_run_files(out_dir: str, secrets: list[str] | tuple = ()) -> None:
+    """Every text file the stages left under out_dir/stages (the script's stdout/stderr logs,
+    stack dumps, hang and rerun records) with the arguments' secret values and URL passwords
+    masked, as the report's own text is: a script prints what it was given (argparse's echo, an
+    exception naming a key), and py-spy's dump names the command line."""
+    for dirpath, _, files in os.walk(os.path.join(out_dir, "stages")):
+        for name in files:
+            if not name.endswith((".log", ".txt", ".json")):
+                continue
+            path = os.path.join(dirpath, name)
+            try:
+                with open(path, encoding="utf-8", errors="surrogateescape") as f:
+                    text = f.read()
+                masked = redact_text(text, secrets)
+                if masked != text:
+                    with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
+                        f.write(masked)
+            except OSError:
+                continue  # a file being removed or unreadable: the report still gets written
+
+
 def write_outputs(session: Session, out_dir: str, formats: tuple[str, ...] = ("json", "md", "html"),
                   secrets: list[str] | tuple = ()) -> dict:
     """session.json (raw), report.json, report.md (+ plots/), report.html, trace.json.
     Returns the report and {format: path}."""
     os.makedirs(out_dir, exist_ok=True)
+    redact_run_files(out_dir, secrets)
     session = safe_session(session, secrets)
     session.save(os.path.join(out_dir, "session.json"))
     report = build_report(session)

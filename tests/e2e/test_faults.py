@@ -30,7 +30,7 @@ def _all_text(folder) -> str:
     out = []
     for dirpath, _, files in os.walk(folder):
         for f in files:
-            if f.endswith((".json", ".md", ".html", ".xml", ".patch", ".csv")):
+            if f.endswith((".json", ".md", ".html", ".xml", ".patch", ".csv", ".log", ".txt")):
                 with open(os.path.join(dirpath, f), encoding="utf-8", errors="strict") as fh:
                     out.append(fh.read())
     return "\n".join(out)
@@ -87,6 +87,8 @@ def test_secrets_in_the_arguments_are_never_written(tmp_path):
     r = json.loads((tmp_path / "report.json").read_text())
     assert r["target"]["argv"] == ["--api-key", "***", "--wandb-token=***", "--hf-home", "***"]
     assert "upload refused for key ***" in json.dumps(r)  # the script really got the value, and it was masked
+    log = (tmp_path / "stages" / "baseline" / "stdout.log").read_text()
+    assert "token *** to https://user:***@hub.example" in log  # what the script printed, masked in its log
 
 
 def _readonly_dir(tmp_path):
