@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import psutil
 
@@ -40,6 +41,40 @@ def _is_resource_tracker(p: psutil.Process) -> bool:
         return False
 
 
+def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until each process has ended; returns those still running at the timeout. Our own
+    children are reaped (psutil's wait, as subprocess would). Any other process counts as ended
+    once it is a zombie: dead, its memory freed, only its exit status left for its parent (or
+    init, for an orphaned DataLoader worker) to collect. Waiting for that collection waited on
+    init's own pace (~1-2 s per stage with workers here) for nothing."""
+    me = os.getpid()
+    mine, others = [], []
+    for p in procs:
+        try:
+            (mine if p.ppid() == me else others).append(p)
+        except psutil.Error:
+            continue  # already gone
+    deadline = time.monotonic() + timeout
+    _, alive = psutil.wait_procs(mine, timeout=timeout)
+    delay = 0.005
+    while others:
+        running = []
+        for p in others:
+            try:
+                if p.status() != psutil.STATUS_ZOMBIE:
+                    running.append(p)
+            except psutil.NoSuchProcess:
+                continue
+            except psutil.Error:
+                running.append(p)
+        others = running
+        if not others or time.monotonic() >= deadline:
+            break
+        time.sleep(delay)
+        delay = min(2 * delay, 0.05)
+    return alive + others
+
+
 def end_run(root_pid: int, run_id: str | None, timeout: float = 5.0) -> list[int]:
     """End every process of the run and reap it. Returns the pids that survived (should be
     none). multiprocessing's resource tracker is left for last: once every other process is
@@ -56,9 +91,9 @@ def end_run(root_pid: int, run_id: str | None, timeout: float = 5.0) -> list[int
                 p.kill()
             except psutil.Error:
                 pass
-        psutil.wait_procs(others, timeout=timeout)
+        _wait_gone(others, timeout)
     if trackers:
-        psutil.wait_procs(list({t.pid: t for t in trackers}.values()), timeout=timeout)
+        _wait_gone(list({t.pid: t for t in trackers}.values()), timeout)
     try:
         os.killpg(root_pid, signal.SIGKILL)  # the runner led its own session/group: sweep it
     except (ProcessLookupError, PermissionError):
@@ -69,5 +104,4 @@ def end_run(root_pid: int, run_id: str | None, timeout: float = 5.0) -> list[int
             p.kill()
         except psutil.Error:
             pass
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
-    return [p.pid for p in alive]
+    return [p.pid for p in _wait_gone(procs, timeout)]
