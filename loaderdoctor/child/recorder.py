@@ -35,6 +35,8 @@ def co_feeding(since_step: dict[int, int], last: int | None) -> list[int]:
     evaluation pass in between draws its whole loader, not the training loader's count."""
     if last is None:
         return []
+    if len(since_step) <= 1:  # one loader feeds the loop: the usual case, nothing to compare
+        return [last]
     n = since_step.get(last, 0)
     return sorted({last, *(s for s, k in since_step.items() if k == n and n > 0)})
 
@@ -272,7 +274,7 @@ class Recorder:
         self.opt_steps += 1
         site = self.last_site
         fed = co_feeding(self.since_step, site)
-        self.since_step = {}
+        self.since_step.clear()
         for s in fed:
             self.site_opt[s] = self.site_opt.get(s, 0) + 1
         co = f',"ls":[{",".join(str(s) for s in fed)}]' if len(fed) > 1 else ""

@@ -257,7 +257,7 @@ def start_methods(ctx: Ctx, baseline: StageResult) -> None:
     runs = {}
     st = ctx.session.notes.get("static") or {}
     unguarded = st.get("has_guard") is False and bool(st.get("toplevel_calls"))
-    for method in (m for m in START_METHODS if m in getattr(ctx.opts, "start_methods", START_METHODS)):
+    for method in (m for m in START_METHODS if m in ctx.opts.start_methods):
         kw = {}
         if unguarded and method != "fork":
             # Its workers re-run the script's top level (static analysis): the outcome is decided

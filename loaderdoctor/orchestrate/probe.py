@@ -40,7 +40,7 @@ class ProbeOptions:
     repeats: int = 5  # interleaved A/B pairs of the confirm
     stages_given: bool = False  # --stages named them: run each one asked for, even where the plan would not
     nproc_per_node: int | None = None  # launch as torchrun would; every stage runs all ranks
-    start_methods: list[str] = field(default_factory=lambda: ["fork", "spawn", "forkserver"])  # the context stage's
+    start_methods: list[str] = field(default_factory=lambda: list(stages.START_METHODS))  # the context stage's
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -53,7 +53,7 @@ def plan(opts: ProbeOptions) -> list[str]:
             f"Unknown stage(s): {', '.join(unknown)}. Stages: {', '.join(ALL_STAGES)}.", EXIT_USAGE)
     if "baseline" not in opts.stages:
         raise LoaderDoctorError("The baseline stage is needed: every other stage is measured against it.", EXIT_USAGE)
-    bad = [m for m in opts.start_methods if m not in ("fork", "spawn", "forkserver")]
+    bad = [m for m in opts.start_methods if m not in stages.START_METHODS]
     if bad or not opts.start_methods:
         raise LoaderDoctorError(f"--start-methods takes fork, spawn and/or forkserver, not {', '.join(bad) or 'none'}.",
                                 EXIT_USAGE)
