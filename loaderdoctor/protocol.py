@@ -3,7 +3,15 @@
 Events are JSON objects, one per line, written with a single os.write (atomic below
 PIPE_BUF) on an inherited pipe. Kinds (key "e"):
 
-  hello   runner started: pid, python, torch, start_method_default, torch_import_s
+  hello   the script imported torch and the hooks are in: pid, python, torch, cuda_built,
+          start_method_default, torch_import_s, preloaded (a warm start had torch loaded),
+          before_torch{env[names the script changed], extensions[native modules it loaded]}
+          (a script that never imports torch: sent before "exit", torch_import_s null)
+  import  a lazily loaded part of torch was first imported (child/torchhook.PRELOADABLE): m (its
+          name), s (seconds), before{env, extensions} as in hello (null: a warm start had it loaded)
+  env     just before hello or import, when the script had changed environment variables before
+          that import: m, values{name: value or null}. Kept in the parent's memory for a warm
+          start (orchestrate/warmstart.py), never stored or written: values may be secrets
   loader  a DataLoader was constructed: l (loader index), site (its identity across stages: where
           it was built, through which library functions, and the ordinal of its dataset there),
           built_at (the user's frames), via (the library functions), config{...}

@@ -67,12 +67,13 @@ class GpuGaps:
 
 
 def gpu_gaps() -> GpuGaps | None:
-    """The real seam: None when this torch has no CUDA (the CPU path stays as it is)."""
+    """The real seam: None when this torch is built without CUDA (the CPU path stays as it
+    is). Never asks whether a device is available: that starts the CUDA driver, which then
+    ignores a CUDA_VISIBLE_DEVICES the script sets later (before its own first CUDA call, as
+    scripts do); events are only recorded once the script has started CUDA itself."""
     import torch
 
-    try:
-        if not torch.cuda.is_available():
-            return None
-    except Exception:
+    version = getattr(torch, "version", None)
+    if getattr(version, "cuda", None) is None and getattr(version, "hip", None) is None:
         return None
     return GpuGaps(torch.cuda)

@@ -75,11 +75,12 @@ def kernel_setup(spec_path: str) -> None:
     emit = Emitter(os.open(spec.event_fifo, os.O_WRONLY))
     if spec.stack_dir:
         worker.enable_stack_file(spec.stack_dir, "main")
+    gaps = gpu_gaps()  # imports torch: a notebook's kernel has the hooks in before the first cell
     emit.json(recorder.hello(kernel=True))
     from loaderdoctor import lifeline
 
     lifeline.die_with_parent()  # the kernel follows the runner that started it
-    rec = recorder.recorder_from_spec(spec, emit, gpu_gaps())
+    rec = recorder.recorder_from_spec(spec, emit, gaps)
     rec.finish_hook = leave_hook(emit)
     patches.install(rec)
     try:  # the kernel outlives each cell: a cell's last batch events go out when it ends

@@ -409,16 +409,22 @@ def _num_or_null(x: int | None) -> str:
 
 
 def hello(**extra) -> dict:
-    """The first event of a run: who measures, under which Python and torch."""
+    """Who measures, under which Python and torch: the first event once torch is loaded (or
+    the last, before "exit", from a script that never imported it: then without torch). CUDA
+    is not touched: asking whether it is available would start the driver before the script
+    chose its devices (CUDA_VISIBLE_DEVICES set after `import torch` counts until CUDA starts)."""
     import multiprocessing
     import platform
+    import sys
 
-    import torch
-
-    return {"e": "hello", "pid": os.getpid(), "python": platform.python_version(), "torch": torch.__version__,
-            "start_method_default": multiprocessing.get_start_method(allow_none=True)
-            or multiprocessing.get_context().get_start_method(),
-            "cuda_available": bool(torch.cuda.is_available()), **extra}
+    torch = sys.modules.get("torch")
+    out = {"e": "hello", "pid": os.getpid(), "python": platform.python_version(),
+           "start_method_default": multiprocessing.get_start_method(allow_none=True)
+           or multiprocessing.get_context().get_start_method()}
+    if torch is not None:
+        out["torch"] = getattr(torch, "__version__", None)
+        out["cuda_built"] = getattr(getattr(torch, "version", None), "cuda", None) is not None
+    return {**out, **extra}
 
 
 def recorder_from_spec(spec: RunnerSpec, emit: Callable[[str], None], gpu: Any = None) -> Recorder:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 import traceback
 
 from loaderdoctor import lifeline
@@ -60,26 +59,17 @@ def run(spec: RunnerSpec, emit: Emitter) -> int:
         how, code, exc_rec = kernel.run_notebook(spec, emit)
         emit.json({"e": "exit", "how": how, "code": code, "exc": exc_rec})
         return code
-    from loaderdoctor.child import patches, recorder, worker
+    from loaderdoctor.child import recorder, worker
 
     stack_dir = spec.stack_dir
     if stack_dir:
         worker.enable_stack_file(stack_dir, "main")
-    t = time.perf_counter()
-    import torch  # noqa: F401  (timed: the import is part of every stage's start-up)
-
-    emit.json(recorder.hello(torch_import_s=round(time.perf_counter() - t, 3), **distrank.identity()))
-    rec = recorder.recorder_from_spec(spec, emit, gpu_gaps())
-    rec.finish_hook = leave_hook(emit)
-    patches.install(rec)
-    if distrank.rank() is not None:
-        distrank.time_backward(rec)
-
     path = spec.target
     real = os.environ.pop(ARGV_ENV, None)  # not inherited by the workers
     sys.argv = [path, *(json.loads(real) if real is not None else spec.argv)]
     sys.path[0] = os.path.dirname(os.path.abspath(path))
     point_workers_here(path, spec.stage_dir)
+    said_hello = _hook_torch(spec, emit)
     import runpy
 
     how, code, exc_rec = "finished", 0, None
@@ -101,8 +91,57 @@ def run(spec: RunnerSpec, emit: Emitter) -> int:
         except BaseException:  # a late signal while formatting: keep the essentials
             exc_rec = {"type": type(exc).__name__, "module": type(exc).__module__, "message": str(exc),
                        "traceback": "", "frames": []}
+    if not said_hello:  # the script ended before it imported torch
+        emit.json(recorder.hello(torch_import_s=None, preloaded=False, **distrank.identity()))
     emit.json({"e": "exit", "how": how, "code": code, "exc": exc_rec})
     return code
+
+
+def _hook_torch(spec: RunnerSpec, emit: Emitter) -> list:
+    """Hooks in when the script's import of torch completes (child/torchhook.py), with the hello
+    event; the first import of torch's heavy lazy parts is reported too. What the script did
+    before each goes with them; the values of the environment variables it set go in an "env"
+    event of their own, which the parent keeps in memory for a warm start (they may be secret)
+    and never writes. Returns a list that is non-empty once hello was said."""
+    from loaderdoctor.child import recorder, torchhook
+
+    said_hello: list[bool] = []
+
+    def split(name: str, before: dict | None) -> None:
+        values = before.pop("values", None) if before else None
+        if values and distrank.rank() is None:
+            emit.json({"e": "env", "m": name, "values": values})
+
+    def on_torch(import_s: float, before: dict | None) -> None:
+        # torch is loaded (by the script, or by a warm start before it): hooks in, before the
+        # statement that imported it goes on
+        split("torch", before)
+        hello = {"torch_import_s": round(import_s, 3), "preloaded": before is None}
+        if before is not None:
+            hello["before_torch"] = before
+        emit.json(recorder.hello(**hello, **distrank.identity()))
+        said_hello.append(True)
+        install_hooks(spec, emit)
+
+    def on_lazy(name: str, import_s: float, before: dict | None) -> None:
+        split(name, before)
+        emit.json({"e": "import", "m": name, "s": round(import_s, 3), "before": before})
+
+    snap = torchhook.snapshot()
+    torchhook.after_import("torch", on_torch, snap)
+    for name in torchhook.PRELOADABLE:
+        torchhook.after_import(name, lambda s, b, name=name: on_lazy(name, s, b), snap)
+    return said_hello
+
+
+def install_hooks(spec: RunnerSpec, emit: Emitter) -> None:
+    from loaderdoctor.child import patches, recorder
+
+    rec = recorder.recorder_from_spec(spec, emit, gpu_gaps())
+    rec.finish_hook = leave_hook(emit)
+    patches.install(rec)
+    if distrank.rank() is not None:
+        distrank.time_backward(rec)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,120 @@
+"""Install the hooks when the script imports torch, not before.
+
+`python train.py` imports torch where the script does, after whatever the script did first.
+Scripts set thread and device variables before that import on purpose
+(`os.environ["OMP_NUM_THREADS"] = "1"; import torch`): the OpenMP runtime reads them once,
+when torch loads it. A runner that imported torch itself before the script would run every
+such script with other settings than the user's. So the runner waits: a finder on
+sys.meta_path sees the first import of `torch`, lets the normal machinery load it, and
+calls back once torch's own import is complete (before the statement that imported it goes
+on), where the hooks are installed. The finder removes itself then.
+
+What the script did before torch was imported (environment variables it set, other
+compiled extensions it loaded first) is recorded, and the same for torch's heavy lazy parts
+(PRELOADABLE): a warm start (orchestrate/warmstart.py) that has them loaded already stands
+for `python train.py` only when the script did neither before each.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from importlib.abc import MetaPathFinder
+from importlib.machinery import EXTENSION_SUFFIXES
+from importlib.util import find_spec
+from typing import Callable
+
+OURS = ("loaderdoctor", "psutil")  # loaded by the runner itself before the script starts
+# Parts of torch it imports lazily, on first use, that nearly every training script uses: the
+# first optimizer built imports torch._dynamo (800 modules, ~1.1 s here). The runner records
+# the state each was first imported in; a warm process may load one ahead when the baseline
+# shows the script imported it with nothing changed (orchestrate/warmstart.py).
+PRELOADABLE = ("torch._dynamo",)
+
+
+class _FirstImport(MetaPathFinder):
+    def __init__(self, name: str, callback: Callable[[float, dict | None], None], snap: dict | None):
+        self.name = name
+        self.callback = callback
+        self.snap = snap
+        self.busy = threading.local()
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != self.name or getattr(self.busy, "on", False):
+            return None
+        self.busy.on = True
+        try:
+            spec = find_spec(fullname)  # the rest of sys.meta_path (this finder steps aside)
+        finally:
+            self.busy.on = False
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        loader = spec.loader
+        orig_exec = loader.exec_module
+        finder = self
+
+        def exec_module(module):
+            before = before_import(finder.snap, finder.name) if finder.snap is not None else None
+            t0 = time.perf_counter()
+            try:
+                orig_exec(module)
+            finally:
+                try:
+                    del loader.exec_module  # the loader is the module's own again
+                except AttributeError:
+                    pass
+                finder.remove()
+            finder.callback(time.perf_counter() - t0, before)
+
+        loader.exec_module = exec_module  # on this loader object only: module.__loader__ stays the real one
+        return spec
+
+    def remove(self) -> None:
+        try:
+            sys.meta_path.remove(self)
+        except ValueError:
+            pass
+
+
+def after_import(name: str, callback: Callable[[float, dict | None], None], snap: dict | None = None) -> bool:
+    """Call callback(import seconds, what the script did before: see before_import) once
+    module `name` has been imported; at once (0.0, None) when it is loaded already. `snap`
+    (from snapshot()) is the state the script started from. Returns whether it was loaded."""
+    if name in sys.modules:
+        callback(0.0, None)
+        return True
+    sys.meta_path.insert(0, _FirstImport(name, callback, snap))
+    return False
+
+
+def snapshot() -> dict:
+    """The process's environment and loaded packages, taken just before the script starts."""
+    return {"env": dict(os.environ), "modules": set(sys.modules)}
+
+
+def before_import(snap: dict, name: str = "torch") -> dict:
+    """What the script did before it imported `name`: the environment variables it set or
+    removed, and the compiled extension modules outside the standard library it loaded
+    (native libraries are where load order can matter; pure Python packages load the same
+    in any order). Ours are left out."""
+    env = snap["env"]
+    now = dict(os.environ)
+    changed = sorted(k for k in set(env) | set(now) if env.get(k) != now.get(k))
+    return {"env": changed, "extensions": sorted(m for m in set(sys.modules) - snap["modules"] if _foreign_extension(m)),
+            "values": {k: now.get(k) for k in changed}}  # None: removed. Never written: see the runner
+
+
+def loaded_extensions() -> list[str]:
+    """Every compiled extension module outside the standard library loaded in this process."""
+    return sorted(m for m in list(sys.modules) if _foreign_extension(m))
+
+
+def _foreign_extension(name: str) -> bool:
+    top = name.partition(".")[0]
+    if top in getattr(sys, "stdlib_module_names", ()) or top in OURS:
+        return False
+    mod = sys.modules.get(name)
+    path = getattr(mod, "__file__", None) or ""
+    return path.endswith(tuple(EXTENSION_SUFFIXES))

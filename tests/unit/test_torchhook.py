@@ -1,0 +1,86 @@
+"""The runner installs its hooks when the script imports torch (child/torchhook.py), and
+records what the script did before: a package made on the fly stands in for torch."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import pytest
+
+from loaderdoctor.child import torchhook
+
+
+@pytest.fixture
+def fakepkg(tmp_path, monkeypatch):
+    name = f"ldfake_{os.getpid()}_{tmp_path.name}".replace("-", "_")
+    pkg = tmp_path / name
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("import os\nLOADED_WITH = os.environ.get('LD_FAKE_THREADS')\n")
+    (pkg / "_lazy.py").write_text("VALUE = 7\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield name
+    for m in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+        del sys.modules[m]
+
+
+def test_the_callback_comes_once_the_import_is_complete_with_what_came_before(fakepkg, monkeypatch):
+    seen = []
+    snap = torchhook.snapshot()
+    finders = len(sys.meta_path)
+
+    def cb(seconds, before):
+        mod = sys.modules[fakepkg]
+        seen.append((seconds, before, mod.LOADED_WITH))
+
+    assert torchhook.after_import(fakepkg, cb, snap) is False
+    assert seen == [] and len(sys.meta_path) == finders + 1
+    monkeypatch.setenv("LD_FAKE_THREADS", "1")  # the script sets a variable, then imports
+    mod = importlib.import_module(fakepkg)
+    assert len(seen) == 1
+    seconds, before, loaded_with = seen[0]
+    assert loaded_with == "1" and seconds >= 0.0
+    assert before["env"] == ["LD_FAKE_THREADS"] and before["extensions"] == []
+    assert before["values"] == {"LD_FAKE_THREADS": "1"}  # for the warm start, in memory (the runner splits it off)
+    assert len(sys.meta_path) == finders  # the finder removed itself
+    assert "exec_module" not in vars(mod.__spec__.loader)  # the module's loader is its own again
+    importlib.reload(mod)
+    assert len(seen) == 1  # once
+
+
+def test_a_submodule_is_watched_too_and_an_unchanged_environment_reads_empty(fakepkg):
+    seen = []
+    importlib.import_module(fakepkg)
+    torchhook.after_import(f"{fakepkg}._lazy", lambda s, b: seen.append(b), torchhook.snapshot())
+    importlib.import_module(f"{fakepkg}._lazy")
+    assert seen == [{"env": [], "extensions": [], "values": {}}]
+
+
+def test_a_module_loaded_already_calls_back_at_once_without_a_before(fakepkg):
+    importlib.import_module(fakepkg)
+    seen = []
+    assert torchhook.after_import(fakepkg, lambda s, b: seen.append((s, b)), torchhook.snapshot()) is True
+    assert seen == [(0.0, None)]
+
+
+def test_a_failing_import_leaves_no_finder_behind(tmp_path, monkeypatch):
+    name = f"ldbroken_{tmp_path.name}".replace("-", "_")
+    (tmp_path / f"{name}.py").write_text("raise RuntimeError('broken on purpose')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    finders = len(sys.meta_path)
+    seen = []
+    torchhook.after_import(name, lambda s, b: seen.append(b), torchhook.snapshot())
+    with pytest.raises(RuntimeError):
+        importlib.import_module(name)
+    assert seen == [] and len(sys.meta_path) == finders
+    sys.modules.pop(name, None)
+
+
+def test_only_compiled_modules_outside_the_standard_library_count_as_extensions():
+    exts = torchhook.loaded_extensions()
+    assert all(not m.startswith(("loaderdoctor", "psutil")) for m in exts)
+    assert "_json" not in exts and "math" not in exts  # the standard library's own
+    import numpy  # noqa: F401  (compiled, not the standard library's)
+
+    assert any(m.startswith("numpy") for m in torchhook.loaded_extensions())
