@@ -66,6 +66,8 @@ def probe(
                                                "(repeatable; key/token/secret/password/auth/credential names always are)."),
     nproc_per_node: Optional[int] = typer.Option(None, "--nproc-per-node", min=1, help="Launch as `torchrun "
                                                  "--nproc_per_node N --standalone` would; every rank is probed."),
+    cold_starts: bool = typer.Option(False, "--cold-starts", help="Start every stage as a fresh interpreter (by "
+                                     "default the stages after the baseline fork from one that imported torch)."),
 ) -> None:
     """Run the staged probes on TARGET and write the report."""
     from loaderdoctor.orchestrate import outpaths
@@ -81,7 +83,8 @@ def probe(
         tgt = target_mod.resolve(target, list(ctx.args), redact)
         opts = core.ProbeOptions(out=out_dir, timeout=timeout, first_batch_timeout=first_batch_timeout,
                                  budget=budget, steps=steps, warmup=warmup, max_workers=max_workers,
-                                 stack_method=stack_method, repeats=repeats, nproc_per_node=nproc_per_node)
+                                 stack_method=stack_method, repeats=repeats, nproc_per_node=nproc_per_node,
+                                 warm_start=not cold_starts)
         if stages:
             opts.stages = [s.strip() for s in stages.split(",") if s.strip()]
             opts.stages_given = True

@@ -31,6 +31,20 @@ def die_with_parent(sig: int = signal.SIGKILL) -> bool:
         return False
 
 
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Orphaned descendants of this process become its children, not init's."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def preexec_die_with_parent() -> None:
     """For subprocess.Popen(preexec_fn=...): the child (py-spy, the runner) dies with us."""
     die_with_parent()

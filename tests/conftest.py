@@ -29,8 +29,10 @@ def run_processes_left() -> list[psutil.Process]:
             continue
         try:
             env = p.environ()
-            if "LOADERDOCTOR_RUN" in env and env.get("LOADERDOCTOR_TEST_SESSION") == TEST_TAG \
-                    and p.status() != psutil.STATUS_ZOMBIE:
+            # a warm start's process and everything forked from it show its exec's environment
+            # (no run id) and its command line
+            ours = "LOADERDOCTOR_RUN" in env or any("loaderdoctor.child.warm" in a for a in p.cmdline())
+            if ours and env.get("LOADERDOCTOR_TEST_SESSION") == TEST_TAG and p.status() != psutil.STATUS_ZOMBIE:
                 left.append(p)
         except psutil.Error:
             continue

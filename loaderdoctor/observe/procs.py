@@ -11,17 +11,23 @@ import psutil
 from loaderdoctor.protocol import RUN_ID_ENV
 
 
-def run_processes(root_pid: int, run_id: str | None) -> list[psutil.Process]:
+def run_processes(root_pid: int, run_id: str | None, adopter: int | None = None) -> list[psutil.Process]:
     """The root, its descendants, and any process carrying the run's id in its environment
-    (a process that left our session still belongs to the run)."""
+    (a process that left our session still belongs to the run). `adopter`: a subreaper that
+    serves only this run (the warm process, orchestrate/warmstart.py): the orphans it adopted
+    are the run's too (a forked process's environment shows its exec's, without the run's id)."""
     procs: dict[int, psutil.Process] = {}
-    try:
-        root = psutil.Process(root_pid)
-        procs[root.pid] = root
-        for c in root.children(recursive=True):
-            procs[c.pid] = c
-    except psutil.Error:
-        pass
+    for pid, with_root in ((root_pid, True), (adopter, False)):
+        if pid is None:
+            continue
+        try:
+            root = psutil.Process(pid)
+            if with_root:
+                procs[root.pid] = root
+            for c in root.children(recursive=True):
+                procs[c.pid] = c
+        except psutil.Error:
+            pass
     if run_id:
         for p in psutil.process_iter(["pid"]):
             if p.pid in procs or p.pid == os.getpid():
@@ -75,14 +81,14 @@ def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Proce
     return alive + others
 
 
-def end_run(root_pid: int, run_id: str | None, timeout: float = 5.0) -> list[int]:
+def end_run(root_pid: int, run_id: str | None, timeout: float = 5.0, adopter: int | None = None) -> list[int]:
     """End every process of the run and reap it. Returns the pids that survived (should be
     none). multiprocessing's resource tracker is left for last: once every other process is
     gone it unlinks the semaphores and shared memory the run registered (spawn/forkserver),
     which a SIGKILL of the whole group would leave behind in /dev/shm."""
     trackers: list[psutil.Process] = []
     for _ in range(2):  # a second pass catches a process born during the first
-        procs = run_processes(root_pid, run_id)
+        procs = run_processes(root_pid, run_id, adopter)
         others = []
         for p in procs:
             (trackers if _is_resource_tracker(p) else others).append(p)
@@ -98,7 +104,7 @@ def end_run(root_pid: int, run_id: str | None, timeout: float = 5.0) -> list[int
         os.killpg(root_pid, signal.SIGKILL)  # the runner led its own session/group: sweep it
     except (ProcessLookupError, PermissionError):
         pass
-    procs = run_processes(root_pid, run_id)
+    procs = run_processes(root_pid, run_id, adopter)
     for p in procs:
         try:
             p.kill()

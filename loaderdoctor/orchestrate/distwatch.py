@@ -63,6 +63,8 @@ class DistWatch:
     def handle(self, ev: dict) -> None:
         now = self.clock()
         kind, rank = ev.get("e"), ev.get("rank")
+        if kind == "env":  # values a script set (maybe secrets): never recorded (ranks do not send them)
+            return
         with self.lock:
             self.events.append(ev)
             self.last = now

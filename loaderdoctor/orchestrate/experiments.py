@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from loaderdoctor.analysis import samples, stats, stepstats, tuning
+from loaderdoctor.orchestrate import warmstart
 from loaderdoctor.orchestrate.supervise import StageResult, StageSpec, run_stage
 from loaderdoctor.orchestrate.target import Target
 from loaderdoctor.session import Session
@@ -38,6 +39,9 @@ class Ctx:
     train_site: str | None = None
     train_loader: dict = field(default_factory=dict)
     hang_culprit: dict | None = None  # the baseline's hang: an experiment stuck in the same frame is hung
+    warm: object = None  # orchestrate/warmstart.WarmStart: the stages after the baseline start from it
+    warm_tried: bool = False
+    baseline_env: dict = field(default_factory=dict, repr=False)  # what the script set before torch (in memory only)
 
     def left(self) -> float:
         return self.opts.budget - (time.monotonic() - self.t_start)
@@ -59,13 +63,29 @@ class Ctx:
         kw.setdefault("nproc_per_node", getattr(self.opts, "nproc_per_node", None))  # every stage runs all ranks
         spec = StageSpec(name=name, argv=self.target.argv, recorded_argv=self.target.recorded_argv, timeout=self.opts.timeout,
                          stack_method=self.opts.stack_method, **kw)
-        res = run_stage(spec, self.run_dir, on_event=self.on_event, gpus=self.gpus)
+        res = run_stage(spec, self.run_dir, on_event=self.on_event, gpus=self.gpus,
+                        warm=self.warm_start() if name != "baseline" else None)
+        if name == "baseline":
+            self.baseline_env = res.private_env
         self.session.stages.append(res.to_dict())
         if self.on_stage:
             self.on_stage(name, res)
         if res.status == "interrupted":
             raise Interrupted(name)
         return res
+
+    def warm_start(self):
+        """The warm process, opened at the first stage after the baseline (a probe that ends
+        with its baseline never pays for one)."""
+        if not self.warm_tried:
+            self.warm_tried = True
+            self.warm = warmstart.open_for(self.session, self.target.kind, self.opts, self.run_dir, self.baseline_env)
+        return self.warm
+
+    def close(self) -> None:
+        if self.warm is not None:
+            self.warm.close()
+            self.warm = None
 
     def skip(self, name: str, reason: str) -> None:
         self.session.skipped.append({"name": name, "reason": reason})

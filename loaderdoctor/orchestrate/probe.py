@@ -41,6 +41,7 @@ class ProbeOptions:
     stages_given: bool = False  # --stages named them: run each one asked for, even where the plan would not
     nproc_per_node: int | None = None  # launch as torchrun would; every stage runs all ranks
     start_methods: list[str] = field(default_factory=lambda: list(stages.START_METHODS))  # the context stage's
+    warm_start: bool = True  # the stages after the baseline fork from a process with torch imported (warmstart.py)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -265,6 +266,8 @@ def probe(target: Target, opts: ProbeOptions, *, on_stage: Callable[[str, StageR
         raise LoaderDoctorError(
             "Interrupted: loaderdoctor ended the script and its workers. A partial report of what was measured "
             f"is in {written['paths'].get('md')}.", EXIT_INTERRUPTED, report_path=written["paths"].get("md"))
+    finally:
+        ctx.close()
     for name in wanted:
         if not session.stage(name) and not any(s["name"] == name for s in session.skipped) \
                 and name not in ("workers", "context", "script-form"):

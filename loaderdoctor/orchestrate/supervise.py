@@ -86,9 +86,13 @@ class StageResult:
     log_cuts: dict = field(default_factory=dict)  # {log name: {cut_bytes}}: logs kept to head and tail
     rank: int | None = None  # distributed: the rank whose events `events` holds (distwatch.settle)
     rank_events: dict = field(default_factory=dict)  # distributed: {rank: events} of the other ranks
+    warm: bool = False  # forked from the warm process (torch imported already), not started cold
+    private_env: dict = field(default_factory=dict, repr=False)  # "env" events' values: never recorded
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("private_env")
+        return out
 
     @property
     def batches(self) -> int:
@@ -139,10 +143,14 @@ class _Watch:
         self.checked_at = float("-inf")  # last early-hang stack check
         self.same_stall = False
         self.worker_death_at: float | None = None  # when a dead DataLoader worker was first seen
+        self.private_env: dict[str, dict] = {}  # "env" events: {module: {name: value}}
 
     def handle(self, ev: dict) -> None:
         now = self.clock()
         kind = ev.get("e")
+        if kind == "env":  # values the script set (maybe secrets): kept here for a warm start, never recorded
+            self.private_env[str(ev.get("m"))] = dict(ev.get("values") or {})
+            return
         with self.lock:
             self.events.append(ev)
             self.last = now
@@ -177,10 +185,19 @@ STOP_GRACE_S = 2.0
 LOG_HEAD = LOG_TAIL = 1_000_000  # bytes of a stage's stdout/stderr kept at each end; the middle is cut, and said  # a runner that said "stop" has this long to say "exit" before it is ended
 
 
-def _start_child(spec: StageSpec, stage_dir: str, stack_dir: str, run_id: str) -> tuple[subprocess.Popen, int]:
+def base_env() -> dict:
+    """The environment every stage starts from (the stage's own `env` goes on top)."""
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def _start_child(spec: StageSpec, stage_dir: str, stack_dir: str, run_id: str, warm=None):
     """Write the runner's spec and start it in a session of its own; returns (process, read
     end of the event pipe). The runner dies with this process (PR_SET_PDEATHSIG, set by the
-    runner itself, which also checks that its parent is still this process)."""
+    runner itself, which also checks that its parent is still this process). With `warm`
+    (orchestrate/warmstart.py) a plain script's stage is forked from the warm process (which
+    dies with this one); if that fails the stage starts cold."""
     spec_path = os.path.join(stage_dir, "spec.json")
     RunnerSpec(
         target=os.path.abspath(spec.target), stage_dir=os.path.abspath(stage_dir), stack_dir=os.path.abspath(stack_dir),
@@ -189,22 +206,27 @@ def _start_child(spec: StageSpec, stage_dir: str, stack_dir: str, run_id: str) -
         drain_seconds=spec.drain_seconds,
     ).save(spec_path)
     r, w = os.pipe()
-    env = dict(os.environ)
+    env = base_env()
     env.update(spec.env)
     env[EVENT_FD_ENV] = str(w)
     env[RUN_ID_ENV] = run_id
-    env[PARENT_PID_ENV] = str(os.getpid())
     env[ARGV_ENV] = json.dumps(list(spec.argv))  # the real arguments travel in memory, never on disk
-    env.setdefault("PYTHONUNBUFFERED", "1")
+    cwd = spec.cwd or os.getcwd()
+    warm_ok = warm is not None and spec.kind == "script" and not spec.nproc_per_node and not spec.env
     cmd = (["loaderdoctor.child.distlaunch", str(spec.nproc_per_node)] if spec.nproc_per_node
            else ["loaderdoctor.child.runner"])
+    proc = None
     with logcap.open_log(os.path.join(stage_dir, "stdout.log")) as out, \
             logcap.open_log(os.path.join(stage_dir, "stderr.log")) as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", *cmd, spec_path],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
-            cwd=spec.cwd or os.getcwd(), pass_fds=(w,), start_new_session=True,
-        )
+        if warm_ok:
+            proc = warm.start(spec_path, {**env, PARENT_PID_ENV: str(warm.pid)}, cwd, w, out, err)
+        if proc is None:
+            env[PARENT_PID_ENV] = str(os.getpid())
+            proc = subprocess.Popen(
+                [sys.executable, "-m", *cmd, spec_path],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env,
+                cwd=cwd, pass_fds=(w,), start_new_session=True,
+            )
     os.close(w)
     return proc, r
 
@@ -272,7 +294,7 @@ def _watch_until_done(spec: StageSpec, proc: subprocess.Popen, watch: _Watch, ru
 
 
 def run_stage(spec: StageSpec, run_dir: str, *, on_event: Callable[[dict], None] | None = None,
-              clock: Callable[[], float] = time.monotonic, poll: float = 0.05, gpus=None) -> StageResult:
+              clock: Callable[[], float] = time.monotonic, poll: float = 0.05, gpus=None, warm=None) -> StageResult:
     """Run one stage to its end. The outcome is decided from the events received, never from
     how the child left; the whole process tree is always ended. On Ctrl-C the tree is ended
     and the result comes back with status "interrupted" and whatever was recorded."""
@@ -284,7 +306,7 @@ def run_stage(spec: StageSpec, run_dir: str, *, on_event: Callable[[dict], None]
     oom_before = envinfo.oom_kill_counters()
     started = time.time()
     t_start = clock()
-    proc, r = _start_child(spec, stage_dir, stack_dir, run_id)
+    proc, r = _start_child(spec, stage_dir, stack_dir, run_id, warm)
     cappers = [logcap.LogCapper(os.path.join(stage_dir, name), LOG_HEAD, LOG_TAIL).start()
                for name in ("stdout.log", "stderr.log")]
     reader = _Reader(r, watch.handle)
@@ -303,7 +325,7 @@ def run_stage(spec: StageSpec, run_dir: str, *, on_event: Callable[[dict], None]
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
-        survivors = procs.end_run(proc.pid, run_id)
+        survivors = procs.end_run(proc.pid, run_id, adopter=getattr(proc, "adopter", None))
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -319,7 +341,8 @@ def run_stage(spec: StageSpec, run_dir: str, *, on_event: Callable[[dict], None]
         samples=sampler.summary() if sampler is not None else None,
         window=([round(watch.b_first - sampler.t0, 3), round(watch.b_last - sampler.t0, 3)]
                 if sampler is not None and watch.b_first else None),
-        started=started, reruns=_reruns(stage_dir), log_cuts=log_cuts,
+        started=started, reruns=_reruns(stage_dir), log_cuts=log_cuts, warm=not isinstance(proc, subprocess.Popen),
+        private_env=getattr(watch, "private_env", {}),
     )
     if spec.nproc_per_node:
         distwatch.settle(result, watch)

@@ -25,10 +25,10 @@ def _start(tmp_path, name, *args):
     return proc
 
 
-def _wait_for_workers(tmp_path, proc, deadline_s=60):
+def _wait_for_workers(tmp_path, proc, deadline_s=60, stage="baseline"):
     """Sync on the run's own events: the iterator started its workers (session not written yet,
     so watch the stage's stack folder for the workers' faulthandler files)."""
-    stacks = tmp_path / "stages" / "baseline" / "stacks"
+    stacks = tmp_path / "stages" / stage / "stacks"
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         if stacks.exists() and len([f for f in os.listdir(stacks) if f.startswith("worker-")]) >= 2:
@@ -56,6 +56,21 @@ def test_sigkill_of_loaderdoctor_leaves_nothing_alive(tmp_path, name):
     _wait_for_workers(tmp_path, proc)
     time.sleep(1.0)  # the blocked worker is inside __getitem__ by now
     assert run_processes_left(), "the run's processes should be alive before the kill"
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    left = _left_within(5.0)
+    assert not left, [(p.pid, p.name()) for p in left]
+
+
+def test_sigkill_during_a_warm_stage_leaves_nothing_alive(tmp_path):
+    """The stage after the baseline is forked from the warm process: that process, the runner
+    it forked and the runner's workers all end with loaderdoctor."""
+    proc = _start(tmp_path, "forever.py", "--steps", "3", "--stages", "baseline,loader-only",
+                  "--timeout", "30")
+    _wait_for_workers(tmp_path, proc, stage="loader-only")
+    time.sleep(0.5)
+    left = run_processes_left()
+    assert any("loaderdoctor.child.warm" in " ".join(p.cmdline()) for p in left), "no warm process ran the stage"
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
     left = _left_within(5.0)

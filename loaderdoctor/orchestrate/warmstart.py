@@ -1,0 +1,279 @@
+"""Warm starts for the stages after the baseline (the process side is child/warm.py).
+
+Every stage is a fresh run of the user's script, and each paid the interpreter's start and
+torch's import (1-2.7 s here), and the first optimizer's lazy import of torch._dynamo (~1.1
+s), before the script's training: a third of a short stage, and most of the gap to a fast
+verdict. After the baseline, the stages are forked from one process that made those imports
+once, the way the baseline shows the script made them:
+
+- each under the environment the script had when it made it (variables it set before
+  `import torch`, such as OMP_NUM_THREADS, read by the OpenMP runtime when torch loads it,
+  are set in the warm process before its import, with the values the baseline reported);
+- torch only if every compiled extension the script loaded before it is one torch loads
+  too (native load order); a lazy part that loads a package torch had not loaded only if
+  everything the script had loaded before it is loaded in the warm process too;
+- the same torch version as the baseline's, no thread started by the imports;
+- a plain script, one process (not a notebook's kernel, not torchrun's ranks), and a stage
+  with no environment of its own.
+
+Anything else, or a warm process that fails to start or to answer, and the stages start
+cold as before. The baseline itself always starts cold: it is the user's real run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from loaderdoctor.protocol import PARENT_PID_ENV
+
+READY_TIMEOUT_S = 60.0
+ANSWER_TIMEOUT_S = 10.0
+
+
+def _hello(baseline: dict) -> dict | None:
+    return next((e for e in baseline.get("events") or [] if e.get("e") == "hello"), None)
+
+
+def why_not(baseline: dict, kind: str, nproc: int | None) -> str | None:
+    """Why the stages of this probe cannot start warm (None: they can, as far as the
+    baseline shows; the warm process's own imports are checked when it is ready)."""
+    if kind == "notebook":
+        return "the target is a notebook (its stages run in a Jupyter kernel)"
+    if nproc:
+        return "a distributed run (torchrun starts the ranks)"
+    hello = _hello(baseline)
+    if hello is None or hello.get("torch_import_s") is None or "before_torch" not in hello:
+        return "the baseline did not import torch"
+    return None
+
+
+def plan(baseline: dict, env_values: dict) -> tuple[list[dict], str | None]:
+    """The warm process's imports, in the order the script made them: torch, then each lazy
+    part of torch the baseline imported (child/torchhook.py), each as
+    {m, env: the variables the script had changed by then, with their values, before: the
+    compiled extensions the script had loaded by then}. A step whose values did not arrive
+    (`env_values`, from the baseline's "env" events) ends the plan; for torch itself, there is
+    no plan: (steps, why not)."""
+    hello = _hello(baseline) or {}
+    items = [("torch", hello.get("before_torch") or {})]
+    items += [(ev.get("m"), ev["before"]) for ev in baseline.get("events") or []
+              if ev.get("e") == "import" and ev.get("before") is not None]
+    steps: list[dict] = []
+    for name, before in items:
+        names = list(before.get("env") or [])
+        values = env_values.get(name) or {}
+        if set(names) - set(values):
+            if not steps:
+                return [], "the values of the variables the script set before importing torch did not arrive"
+            break
+        if name not in (s["m"] for s in steps):
+            steps.append({"m": name, "env": {k: values[k] for k in names}, "before": list(before.get("extensions") or [])})
+    return steps, None
+
+
+def open_for(session, kind: str, opts, run_dir: str, env_values: dict | None = None) -> "WarmStart | None":
+    """The warm process for this probe's stages after the baseline, or None (cold starts);
+    what was decided and why goes into session.notes["warm_start"] (the names of the
+    variables the script set first, never their values)."""
+    from loaderdoctor.orchestrate.supervise import base_env
+
+    notes = session.notes.setdefault("warm_start", {})
+    base = session.stage("baseline") or {}
+    why = None if getattr(opts, "warm_start", True) else "turned off (--cold-starts)"
+    why = why or why_not(base, kind, getattr(opts, "nproc_per_node", None))
+    steps: list[dict] = []
+    if why is None:
+        steps, why = plan(base, env_values or {})
+    warm = None
+    if why is None:
+        log = os.path.join(run_dir, "stages", "warm-start.log")
+        os.makedirs(os.path.dirname(log), exist_ok=True)
+        torch_version = (_hello(base) or {}).get("torch")
+        while warm is None:
+            warm = WarmStart(base_env(), os.getcwd(), log, steps)
+            why, late = warm.usable(torch_version, steps)
+            if why is None and late:  # a lazy part would load a package ahead of the script's order: without it
+                warm.close()
+                warm, steps = None, [s for s in steps if s["m"] not in late]
+            elif why is not None:
+                warm.close()
+                warm = None
+                break
+        notes["ready_s"] = round(warm.seconds, 3) if warm else None
+        notes["preloaded"] = [s["m"] for s in steps] if warm else []
+        notes["env_set_first"] = sorted({k for s in steps for k in s["env"]}) if warm else []
+    notes.update(used=warm is not None, why=why)
+    return warm
+
+
+class Forked:
+    """A runner forked by the warm process: the few things run_stage asks of a Popen."""
+
+    def __init__(self, warm: "WarmStart", pid: int):
+        self.warm = warm
+        self.pid = pid
+        self.adopter = warm.pid  # a subreaper: the run's orphans are its children (procs.end_run)
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.warm.read_exit(self, 0.0)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            self.warm.read_exit(self, timeout)
+        if self.returncode is None:
+            raise subprocess.TimeoutExpired("warm runner", timeout or 0)
+        return self.returncode
+
+
+class WarmStart:
+    def __init__(self, env: dict, cwd: str, log_path: str, steps: list[dict] | None = None):
+        self.proc: subprocess.Popen | None = None
+        self.sock: socket.socket | None = None
+        self.buf = b""
+        self.info: dict = {}
+        self.failed: str | None = None
+        self.seconds = 0.0
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = dict(env)
+        env[PARENT_PID_ENV] = str(os.getpid())
+        t0 = time.monotonic()
+        try:
+            with open(log_path, "ab") as log:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "loaderdoctor.child.warm", str(theirs.fileno())],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, cwd=cwd,
+                    pass_fds=(theirs.fileno(),), start_new_session=True)
+        except OSError as exc:
+            self.failed = f"could not start: {exc}"
+            ours.close()
+            return
+        finally:
+            theirs.close()
+        self.sock = ours
+        try:  # the import plan goes through the socket: its values may be secrets (never argv)
+            ours.sendall((json.dumps({"steps": [{"m": s["m"], "env": s["env"]} for s in steps or []]}) + "\n").encode())
+        except OSError:
+            pass
+        msg = self._read(READY_TIMEOUT_S)
+        self.seconds = time.monotonic() - t0
+        if not msg or not msg.get("ready"):
+            self._fail("did not become ready")
+        else:
+            self.info = msg
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    # ---- the line protocol
+
+    def _read(self, timeout: float | None) -> dict | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            if self.sock is None:
+                return None
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([self.sock], [], [], left)
+            if not ready:
+                return None
+            try:
+                data = self.sock.recv(1 << 16)
+            except OSError:
+                data = b""
+            if not data:
+                self._fail("ended")
+                return None
+            self.buf += data
+        line, _, self.buf = self.buf.partition(b"\n")
+        try:
+            return json.loads(line)
+        except ValueError:
+            return None
+
+    def _fail(self, why: str) -> None:
+        self.failed = self.failed or why
+        self.close()
+
+    # ---- what run_stage uses
+
+    def usable(self, baseline_torch: str | None, steps: list[dict]) -> tuple[str | None, list[str]]:
+        """(why this warm process cannot stand for a cold start, or None; the lazy parts to
+        start again without: one that loaded a package torch had not loaded, where the script
+        had loaded a compiled extension first that this process lacks, or one that started
+        threads)."""
+        if self.failed:
+            return f"the warm process {self.failed}", []
+        info = self.info
+        if baseline_torch and info.get("torch") != baseline_torch:
+            return f"the warm process has torch {info.get('torch')}, the baseline {baseline_torch}", []
+        lazy = [s["m"] for s in steps if s["m"] != "torch"]
+        if info.get("threads", 1) != 1 or info.get("os_threads", 1) > info.get("torch_os_threads", 1):
+            if lazy:  # the lazy parts started them
+                return None, lazy
+            return "the warm process has threads of its own after importing torch (unsafe to fork)", []
+        have, with_torch = set(info.get("extensions") or []), set(info.get("torch_extensions") or [])
+        first = next((s for s in steps if s["m"] == "torch"), {"before": []})
+        extra = sorted(set(first["before"]) - with_torch)
+        if extra:
+            return ("the script loads compiled extensions before torch (" + ", ".join(extra[:5])
+                    + "): their load order is kept by cold starts"), []
+        torch_pkgs = {m.partition(".")[0] for m in with_torch}
+        late = []
+        for s in steps:
+            new_pkgs = {m.partition(".")[0] for m in (info.get("new") or {}).get(s["m"], [])} - torch_pkgs
+            if s["m"] != "torch" and new_pkgs and set(s["before"]) - have:
+                late.append(s["m"])
+        return None, late
+
+    def start(self, spec_path: str, env: dict, cwd: str, event_w: int, out, err) -> Forked | None:
+        """Fork a runner for one stage; None (and no further use) if the warm process fails."""
+        if self.sock is None:
+            return None
+        data = (json.dumps({"spec": spec_path, "env": env, "cwd": cwd}) + "\n").encode()
+        try:
+            sent = socket.send_fds(self.sock, [data], [event_w, out.fileno(), err.fileno()])
+            if sent < len(data):
+                self.sock.sendall(data[sent:])
+        except OSError as exc:
+            self._fail(f"could not be reached ({exc})")
+            return None
+        msg = self._read(ANSWER_TIMEOUT_S)
+        if not msg or not msg.get("pid"):
+            self._fail("did not fork a runner" + (f": {msg.get('error')}" if msg else ""))
+            return None
+        return Forked(self, int(msg["pid"]))
+
+    def read_exit(self, run: Forked, timeout: float | None) -> None:
+        msg = self._read(timeout)
+        if msg is not None and msg.get("pid") == run.pid and "exit" in msg:
+            run.returncode = int(msg["exit"])
+        elif self.sock is None and run.returncode is None:  # the warm process is gone, and its runner with it
+            run.returncode = -signal.SIGKILL
+
+    def close(self) -> None:
+        """End the warm process (and any runner it still has: they die with it)."""
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.sock = None
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                self.proc.kill()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass

@@ -1,0 +1,92 @@
+"""Warm starts: the stages after the baseline fork from one process that imported torch
+(orchestrate/warmstart.py), and only where the baseline shows that equals a cold start;
+the runner imports nothing of torch before the script does (child/torchhook.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import CLI_TIMEOUT, run_processes_left, script
+
+pytestmark = pytest.mark.slow
+
+
+def _probe(tmp_path, name, *args):
+    res = subprocess.run([sys.executable, "-m", "loaderdoctor", "probe", script(name), "--out", str(tmp_path),
+                          "-q", *args], capture_output=True, text=True, timeout=CLI_TIMEOUT)
+    assert res.returncode in (0, 1), res.stderr
+    return json.loads((tmp_path / "session.json").read_text())
+
+
+def _hello(stage):
+    return next(e for e in stage["events"] if e.get("e") == "hello")
+
+
+def _stdout(tmp_path, stage):
+    return (tmp_path / "stages" / stage / "stdout.log").read_text()
+
+
+def test_the_stages_after_the_baseline_fork_warm_under_every_start_method(tmp_path):
+    s = _probe(tmp_path, "optimizer_workers.py", "--stages", "baseline,loader-only,workers,context",
+               "--start-methods", "fork,spawn,forkserver", "--max-workers", "1", "--steps", "10")
+    stages = {st["name"]: st for st in s["stages"]}
+    assert {"baseline", "loader-only", "workers-0", "workers-1", "context-fork", "context-spawn",
+            "context-forkserver"} <= set(stages), sorted(stages)
+    assert all(st["status"] == "ok" for st in stages.values()), {n: st["detail"] for n, st in stages.items()}
+    notes = s["notes"]["warm_start"]
+    assert notes["used"] is True and notes["why"] is None
+    assert notes["preloaded"] == ["torch", "torch._dynamo"]  # Adam's first use imported it, nothing changed before
+    base = stages.pop("baseline")
+    assert base["warm"] is False and _hello(base)["preloaded"] is False and _hello(base)["torch_import_s"] > 0.1
+    assert _hello(base)["before_torch"] == {"env": [], "extensions": []}
+    for name, st in stages.items():
+        assert st["warm"] is True, name
+        hello = _hello(st)
+        assert hello["preloaded"] is True and hello["torch_import_s"] == 0.0, name
+        assert hello["pid"] != base["events"][0]["pid"]
+        dyn = [e for e in st["events"] if e.get("e") == "import"]
+        assert [(e["m"], e["before"]) for e in dyn] == [("torch._dynamo", None)], name
+        assert _stdout(tmp_path, name).startswith("threads "), name  # the script's own output reached its log
+    # every worker of every start method reported its fetches (spawned workers came from a warm runner too)
+    for method in ("fork", "spawn", "forkserver"):
+        assert any(e.get("e") == "wf" for e in stages[f"context-{method}"]["events"]), method
+
+
+def test_a_script_that_sets_threads_before_torch_keeps_them_in_every_stage(tmp_path):
+    s = _probe(tmp_path, "threads_before_torch.py", "--stages", "baseline,loader-only,workers", "--max-workers", "1",
+               "--steps", "10")
+    assert all(st["status"] == "ok" for st in s["stages"]), [(st["name"], st["detail"]) for st in s["stages"]]
+    # the OpenMP runtime read the script's own setting: the runner did not load torch first, and
+    # the warm process imported torch under the variable the script had set by then
+    for st in s["stages"]:
+        assert _stdout(tmp_path, st["name"]).split()[:2] == ["threads", "1"], st["name"]
+    base = s["stages"][0]
+    assert _hello(base)["before_torch"]["env"] == ["LD_TEST_SERVICE_TOKEN", "OMP_NUM_THREADS"]
+    notes = s["notes"]["warm_start"]
+    assert notes["used"] is True and notes["env_set_first"] == ["LD_TEST_SERVICE_TOKEN", "OMP_NUM_THREADS"]
+    assert [st["warm"] for st in s["stages"]] == [False] + [True] * (len(s["stages"]) - 1)
+    # the value went to the warm process through memory only: not in any event or file
+    assert all(e.get("e") != "env" for st in s["stages"] for e in st["events"])
+    assert "values" not in json.dumps(_hello(base))
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert b"tok-8c1f-never-written" not in path.read_bytes(), path
+
+
+def test_cold_starts_on_request(tmp_path):
+    s = _probe(tmp_path, "optimizer_workers.py", "--stages", "baseline,loader-only", "--steps", "10", "--cold-starts")
+    assert [st["warm"] for st in s["stages"]] == [False, False]
+    assert s["notes"]["warm_start"] == {"used": False, "why": "turned off (--cold-starts)"}
+    assert _hello(s["stages"][1])["torch_import_s"] > 0.1
+
+
+def test_a_detached_process_of_a_warm_stage_is_ended_with_it(tmp_path):
+    """Forked from the warm process, the stage's processes carry no run id in their environment;
+    the warm process adopts the orphan (a subreaper) and the stage's end finds it there."""
+    s = _probe(tmp_path, "detached_sleeper.py", "--stages", "baseline,loader-only", "--steps", "10")
+    assert [st["warm"] for st in s["stages"]] == [False, True]
+    assert all(st["status"] == "ok" and not st["survivors"] for st in s["stages"])
+    assert not run_processes_left()

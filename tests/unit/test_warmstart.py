@@ -1,0 +1,79 @@
+"""When the stages after the baseline may fork from a warm process (orchestrate/warmstart.py),
+and with which imports, decided from what the baseline recorded."""
+
+from __future__ import annotations
+
+from loaderdoctor.orchestrate import warmstart
+
+
+def _base(before=None, imports=(), imported=True):
+    hello = {"e": "hello", "torch": "2.13.0", "torch_import_s": 1.0 if imported else None}
+    if before is not None:
+        hello["before_torch"] = before
+    return {"events": [hello, *[{"e": "import", "m": m, "s": 1.1, "before": b} for m, b in imports]]}
+
+
+def test_what_keeps_the_stages_cold():
+    clean = _base({"env": [], "extensions": []})
+    assert warmstart.why_not(clean, "script", None) is None
+    assert "notebook" in warmstart.why_not(clean, "notebook", None)
+    assert "distributed" in warmstart.why_not(clean, "script", 2)
+    assert "did not import torch" in warmstart.why_not(_base(imported=False), "script", None)
+    assert "did not import torch" in warmstart.why_not({"events": []}, "script", None)
+
+
+def test_the_plan_repeats_the_scripts_imports_with_the_environment_it_had_then():
+    base = _base({"env": ["OMP_NUM_THREADS"], "extensions": ["numpy.x"]},
+                 imports=[("torch._dynamo", {"env": ["OMP_NUM_THREADS", "TORCH_LOGS"], "extensions": ["cv2.cv2"]})])
+    values = {"torch": {"OMP_NUM_THREADS": "1"}, "torch._dynamo": {"OMP_NUM_THREADS": "1", "TORCH_LOGS": None}}
+    steps, why = warmstart.plan(base, values)
+    assert why is None
+    assert steps == [{"m": "torch", "env": {"OMP_NUM_THREADS": "1"}, "before": ["numpy.x"]},
+                     {"m": "torch._dynamo", "env": {"OMP_NUM_THREADS": "1", "TORCH_LOGS": None}, "before": ["cv2.cv2"]}]
+    # values that did not arrive: torch's ends the plan (cold starts), a lazy part's only drops it
+    steps, why = warmstart.plan(base, {"torch": {"OMP_NUM_THREADS": "1"}})
+    assert why is None and [s["m"] for s in steps] == ["torch"]
+    steps, why = warmstart.plan(base, {})
+    assert steps == [] and "did not arrive" in why
+    # a warm run's own record (the lazy part was preloaded there): not a step
+    steps, _ = warmstart.plan(_base({"env": [], "extensions": []}, imports=[("torch._dynamo", None)]), {})
+    assert [s["m"] for s in steps] == ["torch"]
+
+
+def _ready(**info):
+    w = warmstart.WarmStart.__new__(warmstart.WarmStart)
+    w.failed, w.proc, w.sock = None, None, None
+    w.info = {"ready": True, "torch": "2.13.0", "threads": 1, "os_threads": 2, "torch_os_threads": 2,
+              "extensions": ["numpy.core", "numpy.random.mt"], "torch_extensions": ["numpy.core"],
+              "new": {"torch": ["numpy.core"], "torch._dynamo": ["numpy.random.mt"]}, **info}
+    return w
+
+
+def _steps(before_torch=(), before_lazy=None):
+    steps = [{"m": "torch", "env": {}, "before": list(before_torch)}]
+    if before_lazy is not None:
+        steps.append({"m": "torch._dynamo", "env": {}, "before": list(before_lazy)})
+    return steps
+
+
+def test_a_warm_process_stands_in_only_when_it_matches_the_baseline():
+    assert _ready().usable("2.13.0", _steps(["numpy.core"], [])) == (None, [])
+    assert "2.14.1" in _ready(torch="2.14.1").usable("2.13.0", _steps())[0]
+    why, _ = _ready(threads=2).usable("2.13.0", _steps())
+    assert "threads" in why
+    why, _ = _ready().usable("2.13.0", _steps(["cv2.cv2"]))
+    assert "cv2.cv2" in why and "before torch" in why
+    failed = _ready()
+    failed.failed = "did not become ready"
+    assert "did not become ready" in failed.usable("2.13.0", _steps())[0]
+
+
+def test_a_lazy_part_is_dropped_only_when_preloading_it_could_change_a_native_load_order():
+    # it loads only more of a package torch loaded (numpy): fine whatever the script loaded first
+    assert _ready().usable("2.13.0", _steps([], ["PIL._imaging"])) == (None, [])
+    # it loads a package of its own, after the script had loaded an extension the warm process lacks
+    own = _ready(new={"torch": [], "torch._dynamo": ["sympy_native.core"]}, extensions=["numpy.core", "sympy_native.core"])
+    assert own.usable("2.13.0", _steps([], ["PIL._imaging"])) == (None, ["torch._dynamo"])
+    assert own.usable("2.13.0", _steps([], [])) == (None, [])
+    # threads started by a preloaded lazy part: start again without it
+    assert _ready(os_threads=3).usable("2.13.0", _steps([], [])) == (None, ["torch._dynamo"])
