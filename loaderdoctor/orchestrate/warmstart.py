@@ -198,7 +198,17 @@ class WarmStart:
         try:
             return json.loads(line)
         except ValueError:
-            return None
+            return {}
+
+    def _read_for(self, wanted, timeout: float | None) -> dict | None:
+        """The next message `wanted(msg)` accepts, within timeout; others are passed over (a
+        stage's exit status that came after its stage was given up on)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            msg = self._read(left)
+            if msg is None or wanted(msg):
+                return msg
 
     def _fail(self, why: str) -> None:
         self.failed = self.failed or why
@@ -247,15 +257,15 @@ class WarmStart:
         except OSError as exc:
             self._fail(f"could not be reached ({exc})")
             return None
-        msg = self._read(ANSWER_TIMEOUT_S)
+        msg = self._read_for(lambda m: "exit" not in m, ANSWER_TIMEOUT_S)
         if not msg or not msg.get("pid"):
             self._fail("did not fork a runner" + (f": {msg.get('error')}" if msg else ""))
             return None
         return Forked(self, int(msg["pid"]))
 
     def read_exit(self, run: Forked, timeout: float | None) -> None:
-        msg = self._read(timeout)
-        if msg is not None and msg.get("pid") == run.pid and "exit" in msg:
+        msg = self._read_for(lambda m: m.get("pid") == run.pid and "exit" in m, timeout)
+        if msg is not None:
             run.returncode = int(msg["exit"])
         elif self.sock is None and run.returncode is None:  # the warm process is gone, and its runner with it
             run.returncode = -signal.SIGKILL

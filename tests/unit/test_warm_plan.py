@@ -77,3 +77,33 @@ def test_a_lazy_part_is_dropped_only_when_preloading_it_could_change_a_native_lo
     assert own.usable("2.13.0", _steps([], [])) == (None, [])
     # threads started by a preloaded lazy part: start again without it
     assert _ready(os_threads=3).usable("2.13.0", _steps([], [])) == (None, ["torch._dynamo"])
+
+
+def test_the_line_protocol_passes_over_a_stale_exit_and_matches_the_runner(tmp_path):
+    import os
+    import socket
+
+    ours, theirs = socket.socketpair()
+    w = warmstart.WarmStart.__new__(warmstart.WarmStart)
+    w.failed, w.proc, w.sock, w.buf, w.info = None, None, ours, b"", {}
+    r, wfd = os.pipe()
+    try:
+        with open(tmp_path / "out", "wb") as out, open(tmp_path / "err", "wb") as err:
+            # the exit of a stage given up on arrives before the answer to the next request
+            theirs.sendall(b'{"pid": 5, "exit": 0}\n{"pid": 9}\n')
+            run = w.start("/spec.json", {"A": "1"}, "/", wfd, out, err)
+        assert run is not None and run.pid == 9
+        data, fds, _, _ = socket.recv_fds(theirs, 1 << 16, 3)
+        assert len(fds) == 3 and b'"spec": "/spec.json"' in data
+        for fd in fds:
+            os.close(fd)
+        assert run.poll() is None  # nothing yet: a poll does not wait
+        theirs.sendall(b'{"pid": 4, "exit": 1}\n{"pid": 9, "exit": -9}\n')
+        assert run.wait(timeout=5) == -9
+        theirs.close()  # the warm process is gone: a runner still waited on counts as killed
+        late = warmstart.Forked(w, 11)
+        assert late.wait(timeout=5) == -9 and w.failed == "ended"
+    finally:
+        for fd in (r, wfd):
+            os.close(fd)
+        ours.close()
