@@ -67,8 +67,9 @@ def build_report(session: Session) -> dict:
     timelines = {}
     for st in session.stages:
         status = st["status"] if st["status"] in STAGE_STATUSES else "failed"  # e.g. interrupted: see detail
-        r["stages"].append({"name": st["name"], "status": status, "seconds": st["seconds"],
-                            "detail": st.get("detail", "")})
+        detail = st.get("detail", "") + ("; started warm (forked with torch imported: see session.json "
+                                          "notes.warm_start)" if st.get("warm") else "")
+        r["stages"].append({"name": st["name"], "status": status, "seconds": st["seconds"], "detail": detail})
         block = stage_block(st, warmup)
         timelines[st["name"]] = block["timeline"]
         if st["name"] == "baseline":

@@ -50,6 +50,9 @@ def test_the_stages_after_the_baseline_fork_warm_under_every_start_method(tmp_pa
         dyn = [e for e in st["events"] if e.get("e") == "import"]
         assert [(e["m"], e["before"]) for e in dyn] == [("torch._dynamo", None)], name
         assert _stdout(tmp_path, name).startswith("threads "), name  # the script's own output reached its log
+    r = json.loads((tmp_path / "report.json").read_text())
+    said = {st["name"]: st["detail"] for st in r["stages"]}
+    assert "started warm" not in said["baseline"] and "started warm" in said["loader-only"]
     # every worker of every start method reported its fetches (spawned workers came from a warm runner too)
     for method in ("fork", "spawn", "forkserver"):
         assert any(e.get("e") == "wf" for e in stages[f"context-{method}"]["events"]), method
