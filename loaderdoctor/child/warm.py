@@ -158,7 +158,11 @@ def main(argv: list[str] | None = None) -> None:
         from loaderdoctor.child import torchhook
 
         before = set(torchhook.loaded_extensions())
-        importlib.import_module(step["m"])
+        try:
+            importlib.import_module(step["m"])
+        except Exception as exc:  # the baseline imported it: say so and leave, the parent starts again without it
+            _send(sock, {"ready": False, "failed_step": step["m"], "error": repr(exc)[:500]})
+            os._exit(1)
         new[step["m"]] = sorted(set(torchhook.loaded_extensions()) - before)
         if step["m"] == "torch":
             torch_exts = torchhook.loaded_extensions()

@@ -84,6 +84,8 @@ class Ctx:
 
     def close(self) -> None:
         if self.warm is not None:
+            if self.warm.failed:  # it failed on the way: the stages after that started cold (each says so)
+                self.session.notes.setdefault("warm_start", {})["failed_later"] = self.warm.failed
             self.warm.close()
             self.warm = None
 

@@ -166,10 +166,10 @@ class WarmStart:
             pass
         msg = self._read(READY_TIMEOUT_S)
         self.seconds = time.monotonic() - t0
-        if not msg or not msg.get("ready"):
-            self._fail("did not become ready")
-        else:
-            self.info = msg
+        self.info = msg or {}
+        if not self.info.get("ready"):
+            self._fail(f"could not import {self.info['failed_step']} ({self.info.get('error')})"
+                       if self.info.get("failed_step") else "did not become ready")
 
     @property
     def pid(self) -> int | None:
@@ -221,12 +221,15 @@ class WarmStart:
         start again without: one that loaded a package torch had not loaded, where the script
         had loaded a compiled extension first that this process lacks, or one that started
         threads)."""
+        info = self.info
+        lazy = [s["m"] for s in steps if s["m"] != "torch"]
+        failed_step = info.get("failed_step")
+        if failed_step in lazy:  # a lazy part that would not import there: start again without it and what follows
+            return None, lazy[lazy.index(failed_step):]
         if self.failed:
             return f"the warm process {self.failed}", []
-        info = self.info
         if baseline_torch and info.get("torch") != baseline_torch:
             return f"the warm process has torch {info.get('torch')}, the baseline {baseline_torch}", []
-        lazy = [s["m"] for s in steps if s["m"] != "torch"]
         if info.get("threads", 1) != 1 or info.get("os_threads", 1) > info.get("torch_os_threads", 1):
             if lazy:  # the lazy parts started them
                 return None, lazy

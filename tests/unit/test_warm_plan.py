@@ -75,6 +75,12 @@ def test_a_lazy_part_is_dropped_only_when_preloading_it_could_change_a_native_lo
     own = _ready(new={"torch": [], "torch._dynamo": ["sympy_native.core"]}, extensions=["numpy.core", "sympy_native.core"])
     assert own.usable("2.13.0", _steps([], ["PIL._imaging"])) == (None, ["torch._dynamo"])
     assert own.usable("2.13.0", _steps([], [])) == (None, [])
+    # a lazy part that would not import in the warm process: start again without it
+    broke = _ready(ready=False, failed_step="torch._dynamo", error="ImportError()")
+    broke.failed = "could not import torch._dynamo (ImportError())"
+    assert broke.usable("2.13.0", _steps([], [])) == (None, ["torch._dynamo"])
+    broke.info["failed_step"] = "torch"
+    assert "could not import torch" in broke.usable("2.13.0", _steps([], []))[0]
     # threads started by a preloaded lazy part: start again without it
     assert _ready(os_threads=3).usable("2.13.0", _steps([], [])) == (None, ["torch._dynamo"])
 
