@@ -34,12 +34,10 @@ def attach_sources(report: dict) -> None:
             c["source"] = _source(c.get("file"), c.get("line"))
 
 
-def write_plots(report: dict, out_dir: str) -> list[str]:
-    from loaderdoctor.render import plots
-
+def write_plots(pngs: dict[str, bytes], out_dir: str) -> list[str]:
     os.makedirs(os.path.join(out_dir, "plots"), exist_ok=True)
     names = []
-    for name, png in plots.render_all(report).items():
+    for name, png in pngs.items():
         with open(os.path.join(out_dir, "plots", f"{name}.png"), "wb") as f:
             f.write(png)
         names.append(name)
@@ -140,7 +138,12 @@ def write_outputs(session: Session, out_dir: str, formats: tuple[str, ...] = ("j
     report = build_report(session)
     attach_sources(report)
     report = clean_tree(redact_tree(report, secrets))  # the culprits' source lines are user text too
-    report["plots"] = write_plots(report, out_dir) if "md" in formats else []
+    pngs = None
+    if "md" in formats or "html" in formats:  # drawn once, for the Markdown's files and the HTML's data URIs
+        from loaderdoctor.render import plots
+
+        pngs = plots.render_all(report)
+    report["plots"] = write_plots(pngs, out_dir) if "md" in formats else []
     report["frames"] = write_frames(session, out_dir)
     paths = {}
     patch = write_fix_patch(report, out_dir)  # before rendering: the report shows the call before and after
@@ -149,7 +152,12 @@ def write_outputs(session: Session, out_dir: str, formats: tuple[str, ...] = ("j
     for fmt in formats:
         path = os.path.join(out_dir, f"report.{fmt}")
         with open(path, "w", encoding="utf-8") as f:
-            get_renderer(fmt)(report, f)
+            if fmt == "html":
+                from loaderdoctor.render import html
+
+                html.render(report, f, pngs)
+            else:
+                get_renderer(fmt)(report, f)
         paths[fmt] = path
     path = os.path.join(out_dir, "trace.json")  # Chrome trace events: opens in Perfetto
     with open(path, "w", encoding="utf-8") as f:

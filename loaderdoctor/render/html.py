@@ -26,9 +26,10 @@ _ENV.filters.update(ms=ms, pct=pct, num=num, frame=frame_line, opt=lambda x: "" 
 _ENV.globals.update(dist=dist)
 
 
-def render(report: dict, out: TextIO) -> None:
+def render(report: dict, out: TextIO, pngs: dict[str, bytes] | None = None) -> None:
+    """`pngs`: the plots rendered already (plots.render_all of this report), else drawn here."""
     images = {name: "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-              for name, png in plots.render_all(report).items()}
+              for name, png in (plots.render_all(report) if pngs is None else pngs).items()}
     out.write(_ENV.get_template("report.html.j2").render(
         r=report, images=images, verdict_text=VERDICT_TEXT.get(report.get("verdict"), ""),
         baseline_method=baseline_method(report), rank_headers=ranks.HEADERS, rank_rows=ranks.rows(report),
