@@ -49,6 +49,8 @@ def why_not(baseline: dict, kind: str, nproc: int | None) -> str | None:
     if nproc:
         return "a distributed run (torchrun starts the ranks)"
     hello = _hello(baseline)
+    if hello is not None and hello.get("preloaded"):
+        return "torch was loaded before the script started (a sitecustomize or .pth file)"
     if hello is None or hello.get("torch_import_s") is None or "before_torch" not in hello:
         return "the baseline did not import torch"
     return None
@@ -164,7 +166,11 @@ class WarmStart:
             ours.sendall((json.dumps({"steps": [{"m": s["m"], "env": s["env"]} for s in steps or []]}) + "\n").encode())
         except OSError:
             pass
-        msg = self._read(READY_TIMEOUT_S)
+        try:
+            msg = self._read(READY_TIMEOUT_S)
+        except BaseException:  # Ctrl-C while it imports: it is ended here, not left to the death signal
+            self.close()
+            raise
         self.seconds = time.monotonic() - t0
         self.info = msg or {}
         if not self.info.get("ready"):

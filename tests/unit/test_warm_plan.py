@@ -20,6 +20,8 @@ def test_what_keeps_the_stages_cold():
     assert "distributed" in warmstart.why_not(clean, "script", 2)
     assert "did not import torch" in warmstart.why_not(_base(imported=False), "script", None)
     assert "did not import torch" in warmstart.why_not({"events": []}, "script", None)
+    pre = {"events": [{"e": "hello", "torch": "2.13.0", "torch_import_s": 0.0, "preloaded": True}]}
+    assert "before the script started" in warmstart.why_not(pre, "script", None)
 
 
 def test_the_plan_repeats_the_scripts_imports_with_the_environment_it_had_then():
