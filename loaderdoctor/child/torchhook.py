@@ -96,13 +96,14 @@ def snapshot() -> dict:
 
 def before_import(snap: dict, name: str = "torch") -> dict:
     """What the script did before it imported `name`: the environment variables it set or
-    removed, and the compiled extension modules outside the standard library it loaded
-    (native libraries are where load order can matter; pure Python packages load the same
-    in any order). Ours are left out."""
+    removed, and the compiled extension modules outside the standard library it loaded, in
+    the order they were loaded (native libraries are where load order can matter; pure Python
+    packages load the same in any order). Ours are left out."""
     env = snap["env"]
     now = dict(os.environ)
     changed = sorted(k for k in set(env) | set(now) if env.get(k) != now.get(k))
-    return {"env": changed, "extensions": sorted(m for m in set(sys.modules) - snap["modules"] if _foreign_extension(m)),
+    known = snap["modules"]
+    return {"env": changed, "extensions": [m for m in list(sys.modules) if m not in known and _foreign_extension(m)],
             "values": {k: now.get(k) for k in changed}}  # None: removed. Never written: see the runner
 
 

@@ -1,9 +1,10 @@
 """A warm start: one process that has imported torch and the runner, forked for each stage.
 
 `python -m loaderdoctor.child.warm FD`: FD is this end of a Unix socket pair with the parent
-(orchestrate/warmstart.py). Its first line is the import plan: torch and the lazy parts of
-torch the baseline imported, each with the environment variables the script had set by then
-(with their values: that is why it comes through the socket, not the command line). It makes
+(orchestrate/warmstart.py). Its first line is the import plan: torch (after the compiled
+extensions the script loaded before it, in its order) and the lazy parts of torch the
+baseline imported, each with the environment variables the script had set by then (with
+their values: that is why it comes through the socket, not the command line). It makes
 those imports once, each under that environment, says what they loaded, and then,
 per request (a JSON line with the stage's spec path, environment and working directory,
 and three file descriptors: the event pipe, stdout, stderr), forks a runner: a new
@@ -157,8 +158,10 @@ def main(argv: list[str] | None = None) -> None:
                 os.environ[k] = v
         from loaderdoctor.child import torchhook
 
-        before = set(torchhook.loaded_extensions())
         try:
+            for name in step.get("pre") or []:  # what the script loaded before torch, in its order
+                importlib.import_module(name)
+            before = set(torchhook.loaded_extensions())
             importlib.import_module(step["m"])
         except Exception as exc:  # the baseline imported it: say so and leave, the parent starts again without it
             _send(sock, {"ready": False, "failed_step": step["m"], "error": repr(exc)[:500]})

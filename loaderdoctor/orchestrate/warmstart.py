@@ -9,9 +9,10 @@ once, the way the baseline shows the script made them:
 - each under the environment the script had when it made it (variables it set before
   `import torch`, such as OMP_NUM_THREADS, read by the OpenMP runtime when torch loads it,
   are set in the warm process before its import, with the values the baseline reported);
-- torch only if every compiled extension the script loaded before it is one torch loads
-  too (native load order); a lazy part that loads a package torch had not loaded only if
-  everything the script had loaded before it is loaded in the warm process too;
+- the compiled extensions the script loaded before torch (PIL, cv2, pandas imported first)
+  are imported first, in the script's order (native load order); a lazy part that loads a
+  package torch had not loaded only if everything the script had loaded before it is loaded
+  in the warm process too;
 - the same torch version as the baseline's, no thread started by the imports;
 - a plain script, one process (not a notebook's kernel, not torchrun's ranks), and a stage
   with no environment of its own.
@@ -163,7 +164,8 @@ class WarmStart:
             theirs.close()
         self.sock = ours
         try:  # the import plan goes through the socket: its values may be secrets (never argv)
-            ours.sendall((json.dumps({"steps": [{"m": s["m"], "env": s["env"]} for s in steps or []]}) + "\n").encode())
+            ours.sendall((json.dumps({"steps": [{"m": s["m"], "env": s["env"], "pre": s["before"] if s["m"] == "torch" else []}
+                                            for s in steps or []]}) + "\n").encode())
         except OSError:
             pass
         try:

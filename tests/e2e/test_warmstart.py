@@ -93,3 +93,14 @@ def test_a_detached_process_of_a_warm_stage_is_ended_with_it(tmp_path):
     assert [st["warm"] for st in s["stages"]] == [False, True]
     assert all(st["status"] == "ok" and not st["survivors"] for st in s["stages"])
     assert not run_processes_left()
+
+
+def test_an_extension_loaded_before_torch_is_loaded_first_in_the_warm_process_too(tmp_path):
+    """`from PIL import Image` before `import torch`: the warm process imports Pillow's native
+    module before torch, as the script did, so the stages after the baseline still start warm."""
+    s = _probe(tmp_path, "extension_before_torch.py", "--stages", "baseline,loader-only", "--steps", "10")
+    assert all(st["status"] == "ok" for st in s["stages"]), [(st["name"], st["detail"]) for st in s["stages"]]
+    assert "PIL._imaging" in _hello(s["stages"][0])["before_torch"]["extensions"]
+    assert s["notes"]["warm_start"]["used"] is True, s["notes"]["warm_start"]
+    assert [st["warm"] for st in s["stages"]] == [False, True]
+    assert _stdout(tmp_path, "loader-only").startswith("pillow PIL.Image")
