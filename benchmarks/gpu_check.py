@@ -11,6 +11,10 @@
     workloads/gpu_data_bound.py) run as the baseline stage; data_wait_error is the measured
     mean data wait of the measured steps over the known sleep, minus 1.
 (c) NVML: how many sampler rows carried a GPU reading, and the GPU's name.
+(d) the batch's copy to the GPU: `loaderdoctor probe` (baseline and loader-only stages) of a
+    loop whose pageable batch copy is large (workloads/gpu_copy.py): the copy's measured share
+    of the step (report baseline.h2d), the pin-memory stage's pinned copy against the pageable
+    one, and the findings raised (h2d-bound, pin-memory). Run when the budget leaves room.
 
 Needs only the stdlib, torch, psutil, pynvml/nvidia-ml-py when present (numpy not at all), and the
 project on PYTHONPATH (found from this file's location otherwise). Every wait is bounded and
@@ -39,6 +43,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 GPU_STEP = os.path.join(HERE, "workloads", "gpu_step.py")
 DATA_BOUND = os.path.join(HERE, "workloads", "gpu_data_bound.py")
+GPU_COPY = os.path.join(HERE, "workloads", "gpu_copy.py")
 RATE = re.compile(r"steps_per_s=([\d.]+)")
 MODEL = re.compile(r"model=(.+?) params=")
 T0 = time.monotonic()
@@ -46,9 +51,9 @@ T0 = time.monotonic()
 # per mode: (a) warm-up steps, timed steps, batch, image size; (b) sleep per item, batch, steps
 SIZES = {
     "gpu": {"warmup": 15, "steps": 100, "batch": 128, "size": 224, "rounds": 3, "budget": 270.0,
-            "sleep_item_s": 0.010, "data_batch": 2, "data_steps": 40},
+            "sleep_item_s": 0.010, "data_batch": 2, "data_steps": 40, "copy_batch": 64, "copy_size": 224},
     "dry": {"warmup": 2, "steps": 6, "batch": 2, "size": 32, "rounds": 2, "budget": 150.0,
-            "sleep_item_s": 0.010, "data_batch": 2, "data_steps": 12},
+            "sleep_item_s": 0.010, "data_batch": 2, "data_steps": 12, "copy_batch": 4, "copy_size": 32},
 }
 
 
@@ -194,6 +199,28 @@ def data_bound(stage_api, cfg: dict, device: str, run_dir: str, gpus, limit: flo
     return out
 
 
+def copy_probe(cfg: dict, device: str, limit: float) -> dict:
+    """(d): a probe of the copy-heavy loop, baseline and loader-only (the pin-memory stage
+    runs after loader-only when the baseline's copies were pageable and measurable)."""
+    with tempfile.TemporaryDirectory(prefix="gpu_copy-") as out:
+        cmd = [sys.executable, "-m", "loaderdoctor", "probe", GPU_COPY, "--stages", "baseline,loader-only",
+               "--steps", "30", "--budget", str(int(limit)), "--out", out, "-q", "--",
+               device, str(cfg["copy_batch"]), str(cfg["copy_size"])]
+        t = time.monotonic()
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=limit + 30,
+                             env={**os.environ, **child_env()}, cwd=ROOT)
+        path = os.path.join(out, "report.json")
+        if not os.path.exists(path):
+            raise RuntimeError(f"probe wrote no report (exit {res.returncode}): {res.stderr[-1500:]}")
+        with open(path) as f:
+            r = json.load(f)
+    return {"exit": res.returncode, "wall_s": round(time.monotonic() - t, 1),
+            "stages": {s["name"]: s["status"] for s in r["stages"]},
+            "h2d": (r.get("baseline") or {}).get("h2d"), "pin_memory": r.get("pin_memory"),
+            "gpu_idle_fraction": (r.get("baseline") or {}).get("gpu_idle_fraction"),
+            "findings": [(f["id"], f["severity"], (f.get("impact") or {}).get("share")) for f in r["findings"]]}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.path.join(HERE, "results", "gpu_check.json"))
@@ -234,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
               **env, "nvml_sampler": {"available": gpus.available, "reason": gpus.reason},
               "budget_s": budget, "gpu_step": {k: cfg[k] for k in ("warmup", "steps", "batch", "size")},
               "model": None, "overhead_ratio": None, "rounds": [], "data_bound": None, "data_wait_error": None,
-              "nvml_samples": 0, "errors": []}
+              "nvml_samples": 0, "copy": None, "errors": []}
     say(f"{'DRY RUN on the CPU' if args.dry_run else env['gpu_name']}: torch {env['torch']}, cuda {env['cuda']}, "
         f"NVML sampler {'on' if gpus.available else 'off (' + gpus.reason + ')'}; budget {budget:.0f} s")
 
@@ -305,6 +332,21 @@ def main(argv: list[str] | None = None) -> int:
                 result["plain_steps_per_s_median"] = round(statistics.median(plain), 4)
                 result["instrumented_steps_per_s_median"] = round(statistics.median(instr), 4)
             save()
+
+        # (d) the batch's copy, when the budget leaves room for a short probe
+        if left() > 75:
+            say(f"(d) copy probe: {cfg['copy_batch']} x 3 x {cfg['copy_size']}^2 float32 per batch, pageable")
+            try:
+                result["copy"] = cp = copy_probe(cfg, device, min(120.0, left() - 20))
+                h = cp["h2d"] or {}
+                say(f"(d) stages {cp['stages']}; copy share {h.get('share')}, GPU {h.get('gpu_s')} s, host "
+                    f"{h.get('host_s')} s per batch; pin-memory {cp['pin_memory']}; findings {cp['findings']}")
+            except Exception as exc:
+                result["errors"].append(f"copy: {type(exc).__name__}: {exc}")
+                say(f"(d) FAILED: {exc}")
+        else:
+            result["copy"] = None
+            say(f"(d) skipped: {left():.0f} s left")
 
     if result["data_bound"]:
         result["nvml_samples"] += result["data_bound"]["nvml_samples"]

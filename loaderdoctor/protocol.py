@@ -77,6 +77,7 @@ class RunnerSpec:
     mode: str = "train"  # train | drain | transforms
     target_site: str | None = None
     drain_seconds: float | None = None
+    copy_to: str | None = None  # drain: each batch copied to this device, non_blocking (the pin-memory stage)
     event_fifo: str | None = None  # notebooks: the kernel writes its events here
 
     def save(self, path: str) -> None:

@@ -5,7 +5,7 @@
 A ResNet-50 (torchvision's when importable, else the same bottleneck stack built here) on
 random batches already on the device, bf16 autocast, SGD. The DataLoader only hands out
 batch numbers (num_workers=0, batch_size=None): the step, not the data, sets the pace, and
-loaderdoctor's hooks (which sync the device before each batch) have a loop to measure.
+loaderdoctor's hooks (CUDA events at each batch boundary, never a synchronize) have a loop to measure.
 Prints `model=...` and `steps_per_s=X` for the timed steps.
 """
 import sys

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from loaderdoctor.analysis import crash, datafacts, impact, ranks, samples, stepstats
+from loaderdoctor.analysis import (
+    crash,
+    datafacts,
+    impact,
+    ranks,
+    samples,
+    stepstats,
+    transfer,
+)
 from loaderdoctor.analysis import rules as diagnose
 from loaderdoctor.analysis.tables import (
     _MISSING_ATTR,
@@ -97,6 +105,7 @@ def build_report(session: Session) -> dict:
     r["workers_sweep"] = sweep_rows(session)
     r["sweep"] = session.notes.get("workers_sweep")
     r["prefetch"] = session.notes.get("prefetch")
+    r["pin_memory"] = pin_block(session, r["baseline"], warmup)
     r["transforms"], r["collate"], r["pipeline"] = transform_rows(session.stage("transforms"))
     r["confirm"] = confirm_block(session, r["baseline"])
     r["start_methods"] = context_rows(session)
@@ -118,6 +127,18 @@ def build_report(session: Session) -> dict:
     r["verdict"], r["findings"], r["recommendation"] = diagnose.diagnose(r, best=_candidate(r))
     r["headline"] = headline(r)
     return r
+
+
+def pin_block(session: Session, baseline: dict, warmup: int) -> dict | None:
+    """The pin-memory stage (pin_memory=True, non_blocking copies) against the baseline's copies."""
+    st = session.stage("pin-memory")
+    if not st or st["status"] != "ok":
+        return None
+    block = stage_block(st, warmup)
+    notes = session.notes.get("pin_memory") or {}
+    out = transfer.pinned_comparison(baseline.get("h2d"), block["summary"].get("h2d"), notes.get("rate_unpinned"),
+                                     stepstats.drain_rate(st))
+    return {**out, "num_workers": notes.get("num_workers"), "helps": transfer.pin_helps(out)} if out else None
 
 
 def headline(r: dict) -> str | None:

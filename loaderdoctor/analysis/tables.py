@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from statistics import median
 
-from loaderdoctor.analysis import impact, samples, stats, stepstats
+from loaderdoctor.analysis import impact, samples, stats, stepstats, transfer
 from loaderdoctor.analysis.rules.common import THRESHOLDS
 from loaderdoctor.protocol import DEFAULT_WARMUP
 from loaderdoctor.session import Session
@@ -49,6 +49,9 @@ def stage_block(stage: dict, warmup: int) -> dict:
     if idle:  # GPU truth: the stall that costs money is the GPU running dry, not the host's wait
         summary["gpu_idle"] = idle
         summary["gpu_idle_fraction"] = idle["fraction"]
+    copies = transfer.summary(stage.get("events", []), train_idx, warm, (summary.get("step_s") or {}).get("median"))
+    if copies:  # the batch's copy to the GPU (child/h2d.py)
+        summary["h2d"] = copies
     return {"loaders": loaders, "summary": summary, "timeline": stepstats.timeline(ls), "train_index": train_idx}
 
 

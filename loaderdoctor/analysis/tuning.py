@@ -90,10 +90,12 @@ def keeps_semantics(loader: dict, settings: dict) -> bool:
     return True
 
 
-def recommended_settings(current: dict, choice: int | None, iterators: int, prefetch: dict | None = None) -> dict:
+def recommended_settings(current: dict, choice: int | None, iterators: int, prefetch: dict | None = None,
+                         pin: dict | None = None) -> dict:
     """DataLoader arguments to change, from what was measured: the sweep's choice (never one
     that drops what the user wrote: keeps_semantics), and persistent workers when the
-    baseline re-created the iterator (epochs) with workers."""
+    baseline re-created the iterator (epochs) with workers; pinned memory when the
+    pin-memory stage measured cheaper copies to the GPU (orchestrate/experiments.pin_memory)."""
     out: dict = {}
     nw = current.get("num_workers") or 0
     if choice is not None and not keeps_semantics(current, {"num_workers": choice}):
@@ -105,4 +107,6 @@ def recommended_settings(current: dict, choice: int | None, iterators: int, pref
         out["persistent_workers"] = True
     if prefetch and prefetch.get("keep") and prefetch.get("num_workers") == nw:
         out["prefetch_factor"] = prefetch["value"]
+    if pin and pin.get("keep") and pin.get("num_workers") == nw:
+        out["pin_memory"] = True
     return out

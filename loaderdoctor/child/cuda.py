@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
+from loaderdoctor.child.h2d import CopyWatch
+
 MAX_PENDING = 64  # boundaries waiting for their events; older ones are dropped (said in the count)
 
 
@@ -28,6 +30,7 @@ class GpuGaps:
         self.cuda = cuda
         self.pending: deque = deque()
         self.dropped = 0
+        self.copies = CopyWatch(cuda)  # each batch's copy to the device (child/h2d.py)
 
     def active(self) -> bool:
         """CUDA is in use in this process (initialised by the user's code): events make sense."""

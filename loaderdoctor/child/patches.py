@@ -11,6 +11,7 @@ Everything patched is restored by uninstall()."""
 from __future__ import annotations
 
 import inspect
+import json
 import threading
 from typing import Any
 
@@ -19,6 +20,7 @@ from loaderdoctor.child.recorder import Recorder
 
 _PATCHED: list[tuple[Any, str, Any]] = []
 _HANDLES: list[Any] = []  # torch hook handles (optimizer step, module forward)
+_INHERITED = object()  # patched where the owner only inherited it: uninstall deletes ours
 
 
 def installed() -> bool:
@@ -95,6 +97,21 @@ def install(rec: Recorder) -> None:
         setattr(owner, name, new)
     __init__.__wrapped__ = orig_init  # for inspect.signature() of DataLoader in user code
     _install_step_hooks(rec)
+    if rec.gpu is not None:
+        _install_copy_hooks(rec.gpu.copies)
+
+
+def _install_copy_hooks(copies: Any) -> None:
+    """On a CUDA build: Tensor.to and Tensor.cuda time the batch's copies to the device
+    (child/h2d.py); every other call passes after one dict lookup."""
+    import torch
+
+    from loaderdoctor.child import h2d
+
+    for name in ("to", "cuda"):
+        orig = torch.Tensor.__dict__.get(name) or getattr(torch.Tensor, name)
+        _PATCHED.append((torch.Tensor, name, torch.Tensor.__dict__.get(name, _INHERITED)))
+        setattr(torch.Tensor, name, h2d.wrap(copies, orig))
 
 
 def _install_step_hooks(rec: Recorder) -> None:
@@ -158,6 +175,9 @@ def _next_hook(rec: Recorder, orig_next):
             ready = gpu.ready()
             if ready:
                 rec.on_gpu_gaps(ready, t1)
+            gpu.copies.arm(batch, st.site, st.count - 1)
+            for copied in gpu.copies.ready():
+                rec.emit_batch(json.dumps({"e": "h2d", **copied}), t1)
         return batch
 
     return __next__
@@ -166,7 +186,10 @@ def _next_hook(rec: Recorder, orig_next):
 def uninstall() -> None:
     while _PATCHED:
         owner, name, orig = _PATCHED.pop()
-        setattr(owner, name, orig)
+        if orig is _INHERITED:
+            delattr(owner, name)
+        else:
+            setattr(owner, name, orig)
     while _HANDLES:
         h = _HANDLES.pop()
         if isinstance(h, list):  # the one-shot forward hook's holder

@@ -19,6 +19,7 @@ from loaderdoctor.child.describe import (
     loader_config,
     native_thread_pools,
 )
+from loaderdoctor.child.h2d import to_device
 from loaderdoctor.child.worker import ChainedWorkerInit
 from loaderdoctor.protocol import (
     DEFAULT_STEPS,
@@ -86,6 +87,7 @@ class Recorder:
         target_site: str | None = None,
         drain_seconds: float | None = None,
         stage_dir: str | None = None,
+        copy_to: str | None = None,
     ):
         self.emit = emit
         # per-batch events: gathered by an emitter that can (runner.Emitter.batch)
@@ -116,6 +118,7 @@ class Recorder:
         self.mode = mode
         self.target_site = target_site
         self.drain_seconds = drain_seconds
+        self.copy_to = copy_to  # drain: each batch copied to this device, as training would (child/h2d.py)
         self.stage_dir = stage_dir
         self.busy = False
         self.drain_from_first_batch = False
@@ -349,7 +352,9 @@ class Recorder:
             it = iter(loader)
             while True:
                 try:
-                    next(it)
+                    batch = next(it)
+                    if self.copy_to:
+                        to_device(batch, self.copy_to)
                 except StopIteration:
                     break
                 except Exception as exc:  # the real run went on past it (the baseline passed): so do we
@@ -431,4 +436,5 @@ def recorder_from_spec(spec: RunnerSpec, emit: Callable[[str], None], gpu: Any =
     return Recorder(
         emit, steps=int(spec.steps), warmup=int(spec.warmup), max_seconds=spec.max_seconds,
         overrides=spec.overrides or {}, override_site=spec.override_site, stack_dir=spec.stack_dir, gpu=gpu,
-        mode=spec.mode, target_site=spec.target_site, drain_seconds=spec.drain_seconds, stage_dir=spec.stage_dir)
+        mode=spec.mode, target_site=spec.target_site, drain_seconds=spec.drain_seconds, stage_dir=spec.stage_dir,
+        copy_to=spec.copy_to)

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from loaderdoctor.analysis import samples, stats, stepstats, tuning
+from loaderdoctor.analysis import samples, stats, stepstats, tables, transfer, tuning
 from loaderdoctor.orchestrate import warmstart
 from loaderdoctor.orchestrate.supervise import StageResult, StageSpec, run_stage
 from loaderdoctor.orchestrate.target import Target
@@ -206,6 +206,30 @@ def try_prefetch(ctx: Ctx, n: int | None, uneven: bool = False) -> None:
     ctx.session.notes["prefetch"] = {"num_workers": n, "value": value, "rate": tried[value], "default_rate": rate,
                                      "tried": {str(k): v for k, v in tried.items()}, "uneven_steps": uneven,
                                      "keep": bool(gains)}
+
+
+def pin_memory(ctx: Ctx, choice: int | None, h2d: dict) -> None:
+    """The training loader drained with pin_memory=True at the chosen worker count, each batch
+    copied to the baseline's device with non_blocking=True (as a pinned batch is best moved):
+    its copies against the baseline's pageable ones, and its rate against the same loader
+    unpinned (the pin-memory thread's own cost)."""
+    current = ctx.train_loader.get("num_workers") or 0
+    n = current if choice is None else choice
+    sweep = dict((ctx.session.notes.get("workers_sweep") or {}).get("rates") or [])
+    rate = sweep.get(n) if n in sweep else (stepstats.drain_rate(ctx.session.stage("loader-only") or {})
+                                            if n == current else None)
+    overrides = {"pin_memory": True} if n == current else {"pin_memory": True, "num_workers": n}
+    notes = ctx.session.notes["pin_memory"] = {"num_workers": n, "current": current, "device": h2d.get("device"),
+                                               "rate_unpinned": rate, "keep": False}
+    res = ctx.run("pin-memory", mode="drain", target_site=ctx.train_site, drain_seconds=DRAIN_SECONDS,
+                  steps=max(ctx.opts.steps, DRAIN_STEPS), overrides=overrides, override_site=ctx.train_site,
+                  copy_to=h2d.get("device"))
+    if res is None or res.status != "ok":
+        return
+    st = ctx.session.stages[-1]
+    pinned = tables.stage_block(st, int(ctx.opts.warmup))["summary"].get("h2d")
+    notes["comparison"] = transfer.pinned_comparison(h2d, pinned, rate, stepstats.drain_rate(st))
+    notes["keep"] = transfer.pin_helps(notes["comparison"])
 
 
 def transforms(ctx: Ctx) -> StageResult | None:

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from loaderdoctor.analysis import static, stepstats, tables, tuning
+from loaderdoctor.analysis import static, stepstats, tables, transfer, tuning
 from loaderdoctor.analysis.rules.common import THRESHOLDS
 from loaderdoctor.errors import EXIT_INTERRUPTED, EXIT_USAGE, LoaderDoctorError
 from loaderdoctor.observe import envinfo
@@ -168,6 +168,18 @@ def _throughput(ctx: stages.Ctx, wanted: list[str], base: StageResult) -> int | 
     return choice
 
 
+def _pin(ctx: stages.Ctx, choice: int | None) -> None:
+    """On a GPU: the training loader with pinned memory, its batches copied as the script did,
+    when the baseline's copies came from pageable memory at a measurable cost."""
+    h2d = tables.stage_block(ctx.session.stage("baseline"), int(ctx.opts.warmup))["summary"].get("h2d")
+    why = transfer.pin_skip_reason(h2d, ctx.train_loader)
+    if why:
+        if h2d:  # no copy to a GPU (a CPU run): nothing to say
+            ctx.skip("pin-memory", why)
+        return
+    stages.pin_memory(ctx, choice, h2d)
+
+
 def _uneven(ctx: stages.Ctx, stage: str, key: str) -> bool:
     """A stage's step (or wait) times: p90 over UNEVEN_STEPS times the median."""
     st = ctx.session.stage(stage)
@@ -201,7 +213,7 @@ def _confirm(ctx: stages.Ctx, wanted: list[str], base: StageResult, choice: int 
         return
     session = ctx.session
     settings = tuning.recommended_settings(ctx.train_loader, choice, ctx.train_loader.get("iterators", 0),
-                                           session.notes.get("prefetch"))
+                                           session.notes.get("prefetch"), session.notes.get("pin_memory"))
     session.notes["confirm_settings"] = settings
     if base.status != "ok":
         ctx.skip("confirm", f"the baseline ended in '{base.status}'")
@@ -244,6 +256,8 @@ def probe(target: Target, opts: ProbeOptions, *, on_stage: Callable[[str, StageR
         if base.hang and base.hang.get("culprit"):
             ctx.hang_culprit = base.hang["culprit"]
         choice = _throughput(ctx, wanted, base)
+        if "loader-only" in wanted and base.status == "ok":
+            _pin(ctx, choice)
         if "transforms" in wanted:
             wait = _compute_bound(ctx)
             if wait is not None:

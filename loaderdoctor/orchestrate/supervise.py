@@ -58,6 +58,7 @@ class StageSpec:
     mode: str = "train"  # train | drain | transforms (see hooks.Recorder)
     target_site: str | None = None  # the loader a drain/transforms stage drives
     drain_seconds: float | None = None
+    copy_to: str | None = None  # drain: copy each batch to this device (the pin-memory stage)
     hang_culprit: dict | None = None  # {file, line}: the baseline hung there; the same stall here is a hang at once
     nproc_per_node: int | None = None  # run as torchrun would, every rank hooked (child/distlaunch.py)
 
@@ -203,7 +204,7 @@ def _start_child(spec: StageSpec, stage_dir: str, stack_dir: str, run_id: str, w
         target=os.path.abspath(spec.target), stage_dir=os.path.abspath(stage_dir), stack_dir=os.path.abspath(stack_dir),
         argv=list(spec.argv if spec.recorded_argv is None else spec.recorded_argv), kind=spec.kind, steps=spec.steps, warmup=spec.warmup, max_seconds=spec.max_seconds,
         overrides=spec.overrides, override_site=spec.override_site, mode=spec.mode, target_site=spec.target_site,
-        drain_seconds=spec.drain_seconds,
+        drain_seconds=spec.drain_seconds, copy_to=spec.copy_to,
     ).save(spec_path)
     r, w = os.pipe()
     env = base_env()

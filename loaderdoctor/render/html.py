@@ -15,6 +15,7 @@ from loaderdoctor.render.text import (
     baseline_method,
     dist,
     frame_line,
+    gpu_lines,
     ms,
     num,
     pct,
@@ -32,5 +33,5 @@ def render(report: dict, out: TextIO, pngs: dict[str, bytes] | None = None) -> N
               for name, png in (plots.render_all(report) if pngs is None else pngs).items()}
     out.write(_ENV.get_template("report.html.j2").render(
         r=report, images=images, verdict_text=VERDICT_TEXT.get(report.get("verdict"), ""),
-        baseline_method=baseline_method(report), rank_headers=ranks.HEADERS, rank_rows=ranks.rows(report),
+        baseline_method=baseline_method(report), gpu_lines=gpu_lines(report), rank_headers=ranks.HEADERS, rank_rows=ranks.rows(report),
         rank_note=ranks.NOTE.format(rank=ranks.primary_rank(report))))

@@ -12,6 +12,7 @@ from loaderdoctor.render.text import (
     baseline_method,
     dist,
     frame_line,
+    gpu_lines,
     ms,
     num,
     pct,
@@ -82,6 +83,8 @@ def _baseline(r: dict, out: TextIO) -> None:
                  dist(b.get("wait_s"), "p90"), dist(b.get("compute_s"), "median"), ms(b.get("first_batch_s"))]])
     else:
         out.write(f"Not measured: {_cell(b.get('unmeasured_reason'))}\n\n")
+    for line in gpu_lines(r):
+        out.write(f"{line}\n\n")
 
     if "timeline" in (r.get("plots") or []):
         out.write("![per-step data wait and compute](plots/timeline.png)\n\n")
@@ -243,7 +246,8 @@ def _environment(r: dict, out: TextIO) -> None:
     out.write("## How these numbers were measured\n\n")
     out.write("Each stage ran the target in a child process of its own. A hook on the DataLoader iterator's "
               "`__next__` timed the wait for each batch; compute is the time from a batch being handed over to "
-              "the next request (after `torch.cuda.synchronize()` when CUDA is in use). The first batch of each "
+              "the next request. On CUDA nothing is synchronized: CUDA events at each batch boundary and around the "
+              "batch's copy to the device are read a few steps later. The first batch of each "
               f"iterator (worker start-up) and the first {r.get('options', {}).get('warmup', 3)} batches are "
               "excluded from the step statistics. A stage with no event for `--timeout` seconds is a hang.\n")
 

@@ -45,3 +45,27 @@ def baseline_method(r: dict) -> dict | None:
     train = next((l for l in r.get("loaders") or [] if l.get("role") == "train"), {})
     method = train.get("start_method") or f"default ({(r.get('environment') or {}).get('start_method_default')})"
     return {"method": f"baseline: {method}", "status": base["status"], "detail": base.get("detail")}
+
+
+def gpu_lines(r: dict) -> list[str]:
+    """The baseline's GPU side in sentences: the GPU-idle gap at the batch boundaries, the
+    batch's copy to the device, and what the pin-memory stage measured."""
+    b = r.get("baseline") or {}
+    out = []
+    idle = b.get("gpu_idle")
+    if idle:
+        out.append(f"GPU idle at the batch boundaries: {pct(idle.get('fraction'))} of the step time (median gap "
+                   f"{dist(idle.get('gap_s'), 'median')} over {idle.get('boundaries')} boundaries, from CUDA events).")
+    h = b.get("h2d")
+    if h:
+        rate = f", {h['gb_per_s']:.1f} GB/s" if h.get("gb_per_s") else ""
+        out.append(f"Copy to {h.get('device')}: {h['bytes_per_batch'] / 2**20:.1f} MB per batch, {ms(h.get('gpu_s'))} on "
+                   f"the GPU{rate}, the host {ms(h.get('host_s'))} in the copy calls: {pct(h.get('share'))} of the step; "
+                   f"pinned {pct(h.get('pinned_share'))}, non_blocking {pct(h.get('non_blocking_share'))}.")
+    p = r.get("pin_memory")
+    if p:
+        out.append(f"With pin_memory=True (pin-memory stage, {p.get('num_workers')} workers): {ms(p.get('copy_s_pinned'))} "
+                   f"per batch's copy against {ms(p.get('copy_s_pageable'))}; the loader alone {num(p.get('rate_pinned'))} "
+                   f"samples/s against {num(p.get('rate_unpinned'))} unpinned "
+                   f"({'pinning helps' if p.get('helps') else 'no measurable gain: not recommended'}).")
+    return out

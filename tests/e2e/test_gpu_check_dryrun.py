@@ -39,6 +39,10 @@ def test_dry_run_writes_every_key(tmp_path):
     # the sleeps are a floor for the measured wait; a busy shared CPU only adds to it
     assert -0.02 < r["data_wait_error"] < 1.0
     assert isinstance(r["nvml_samples"], int) and r["nvml_samples"] >= 0
+    # (d) the copy probe ran its stages; on the CPU no batch goes to a device, so no copy is timed
+    cp = r["copy"]
+    assert cp["stages"]["baseline"] == "ok" and cp["stages"]["loader-only"] == "ok" and cp["exit"] == 0
+    assert cp["h2d"] is None and cp["pin_memory"] is None
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="a GPU is here")

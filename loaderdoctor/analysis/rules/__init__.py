@@ -42,6 +42,7 @@ from loaderdoctor.analysis.rules.throughput import (
     rule_data_or_compute_bound,
     rule_workers,
 )
+from loaderdoctor.analysis.rules.transfer import rule_h2d_bound, rule_pin_memory
 from loaderdoctor.analysis.rules.workers import (
     rule_idle_workers,
     rule_iterable_duplicates,
@@ -57,7 +58,7 @@ RULES: list[Rule] = [rule_hang, rule_crashes, rule_data_or_compute_bound, rule_w
                      rule_fd_limit, rule_cuda_before_fork, rule_thread_oversubscription, rule_notebook_only,
                      rule_probe_incomplete, rule_noisy_machine, rule_epoch_restart, rule_worker_memory_growth,
                      rule_iterable_duplicates, rule_idle_workers, rule_slow_worker, rule_slow_read,
-                     rule_cacheable_prefix,
+                     rule_cacheable_prefix, rule_h2d_bound, rule_pin_memory,
                      rule_straggler_rank, rule_uneven_shards]
 
 

@@ -74,6 +74,10 @@ THRESHOLDS = {
     "straggler_wait_ratio": 2.0,
     "straggler_wait_s": 0.050,
     "straggler_gap_share": 0.10,
+    # h2d-bound: the batch's copy to the GPU (the larger of the host's and the GPU's time in it)
+    # at least this share of the median step (ours; the pin-memory stage's own limits are in
+    # analysis/transfer.py)
+    "h2d_share": 0.10,
 }
 
 

@@ -16,7 +16,8 @@ from loaderdoctor.analysis.rules import distributed
 from loaderdoctor.analysis.rules.common import THRESHOLDS, Finding
 
 THROUGHPUT = ("data-bound", "compute-bound", "too-few-workers", "too-many-workers", "slow-transform",
-              "slow-collate", "worker-startup", "epoch-restart", "slow-read", "slow-worker", "cacheable-prefix")
+              "slow-collate", "worker-startup", "epoch-restart", "slow-read", "slow-worker", "cacheable-prefix",
+              "h2d-bound", "pin-memory")
 
 
 def step_ms(r: dict) -> float | None:
