@@ -179,6 +179,7 @@ def confirm_block(session: Session, baseline: dict) -> dict | None:
     return {"settings": settings, "status": st["status"] if st else "skipped",
             "pairs": [{**p, "a_samples_per_s": x, "b_samples_per_s": y} for p, x, y in zip(notes["pairs"], a, b)],
             "repeats": (interval or {}).get("repeats", 0), "wanted": notes.get("wanted", 1),
+            "steps_per_run": notes.get("steps"),
             "cut_by_budget": bool(notes.get("cut_by_budget")),
             "baseline_samples_per_s": round(median(ok_a), 3) if ok_a else None,
             "confirm_samples_per_s": round(median(ok_b), 3) if ok_b else None,

@@ -26,6 +26,11 @@ from typing import Any
 FILL_S = 1.5  # at most this long computing the prefix for the cached samples
 DRAIN_S = 1.0  # each of the two drains, after its first batch
 MAX_SAMPLES = 256
+# Caching a prefix removes at most its own cost: when the prefix ablation (num_workers=0, so
+# its timings are the pipeline's alone) puts the prefix under this share of the transforms'
+# time, caching it can gain at most 1/(1 - share) < 1.11x, under the 1.2x the finding needs
+# (analysis/rules/common.THRESHOLDS cache_prefix_gain): the what-if is not run.
+BOUND_SHARE = 0.10
 RANDOM_CLASS = re.compile(r"Rand")
 RANDOM_CODE = {"random", "rand", "randn", "randint", "randperm", "randrange", "uniform", "uniform_", "normal_",
                "bernoulli", "bernoulli_", "choice", "choices", "shuffle", "random_", "multinomial", "default_rng",
@@ -179,7 +184,17 @@ def _fill(dataset, pipe, k: int, cache: dict, want: int) -> tuple[int, float]:
     return n, time.perf_counter() - t0
 
 
-def what_if(rec, loader, pipe) -> None:
+def bound(ablation: dict[int, float], k: int, n: int) -> float | None:
+    """The prefix's share of the transforms' time from the prefix ablation's seconds per
+    prefix length (the same number of batches each): (t_k - t_0) / (t_n - t_0); None when
+    the ablation cannot say (a prefix missing, or no transform time to speak of)."""
+    t0, tk, tn = ablation.get(0), ablation.get(k), ablation.get(n)
+    if t0 is None or tk is None or tn is None or tn - t0 <= 0:
+        return None
+    return max(0.0, tk - t0) / (tn - t0)
+
+
+def what_if(rec, loader, pipe, ablation: dict[int, float] | None = None) -> None:
     """Emit a "cache_whatif" event: the prefix, and (when measurable) both rates."""
     if pipe is None:
         return
@@ -189,6 +204,10 @@ def what_if(rec, loader, pipe) -> None:
                 "heuristic": "deterministic = no Rand in the class names, no probability p, no random state "
                              "named in its methods"}
     why = "no deterministic prefix" if k == 0 else _why_not(loader)
+    share = bound(ablation or {}, k, len(names)) if k and loader.num_workers == 0 else None
+    if why is None and share is not None and share < BOUND_SHARE:
+        why = (f"the prefix took {100 * share:.1f}% of the transforms' time in the prefix ablation: caching it "
+               f"can gain at most {1 / (1 - share):.2f}x")
     if why:
         rec.emit(json.dumps({**ev, "status": "not-measured", "why": why}))
         return

@@ -282,6 +282,7 @@ def run_transforms_stage(rec, loader) -> None:
     emit(json.dumps({"e": "pipeline", "found": True, "kind": pipe.kind, "path": pipe.path, "names": names}))
     orig_collate = loader.collate_fn
     per_prefix = max(2, min(rec.steps, 4))
+    ablation: dict[int, float] = {}  # prefix length -> seconds for per_prefix batches
     # the ablation's own batches are not measured steps: no stop until the timed run
     steps, max_seconds = rec.steps, rec.max_seconds
     rec.steps, rec.max_seconds = 10**12, None
@@ -301,13 +302,13 @@ def run_transforms_stage(rec, loader) -> None:
                 emit(json.dumps({"e": "prefix", "k": k, "phase": "error", "type": type(exc).__name__,
                                  "message": str(exc)[:2000]}))
                 rec.finish("steps")
-            emit(json.dumps({"e": "prefix", "k": k, "phase": "ok", "batches": n,
-                             "seconds": round(time.perf_counter() - t0, 4)}))
+            ablation[k] = time.perf_counter() - t0
+            emit(json.dumps({"e": "prefix", "k": k, "phase": "ok", "batches": n, "seconds": round(ablation[k], 4)}))
     finally:
         pipe.set_steps(pipe.full)
         loader.collate_fn = orig_collate
         rec.steps, rec.max_seconds = steps, max_seconds
-    cacheprefix.what_if(rec, loader, pipe)  # the deterministic prefix cached: measured, briefly
+    cacheprefix.what_if(rec, loader, pipe, ablation)  # the deterministic prefix cached: measured, briefly
     _timed_drain(rec, loader, pipe, orig_collate)
 
 

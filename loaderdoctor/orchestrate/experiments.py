@@ -19,6 +19,12 @@ from loaderdoctor.session import Session
 
 DRAIN_SECONDS = 2.5  # time bound of one loader-only measurement, after its first batch (the demo's drain rates at 2.5 s are within 4% of those at 3.5 s; a sweep step must gain 10%)
 RECHECK_BELOW = 1.5  # a beyond-cores choice winning by less than this is measured twice
+# Measured steps of each confirm run after the baseline (at most --steps). Five pairs are the
+# confirm's point: on the demo the interval of the pairs' ratios is set by the drift between
+# runs, not by their length (one probe's five pairs, their rates re-read from the same runs:
+# [1.05, 1.20] over 50 steps, [1.09, 1.24] over 30, [1.03, 1.41] over 20), so 30 steps a run
+# keep the interval and take 40% less time; 20 is where throughput figures start to count.
+CONFIRM_STEPS = 30
 DRAIN_STEPS = 200  # batches a sweep measurement aims for (the time bound usually ends it first)
 
 
@@ -267,7 +273,8 @@ def confirm(ctx: Ctx, settings: dict) -> None:
     """The real training script with the recommended settings (B) against the script as
     written (A), in interleaved pairs whose order is shuffled (A B, B A, ...) so a drift of the
     machine favours neither arm. The first pair's A is the baseline; each later pair is two
-    fresh runs. As many pairs as --repeats asks and the budget allows (said when cut)."""
+    fresh runs of CONFIRM_STEPS measured steps. As many pairs as --repeats asks and the budget
+    allows (said when cut)."""
     wanted = max(1, int(getattr(ctx.opts, "repeats", 5)))
     base = ctx.session.stage("baseline") or {}
     run_s = max(1.0, float(base.get("seconds") or 1.0))
@@ -276,13 +283,15 @@ def confirm(ctx: Ctx, settings: dict) -> None:
     notes = {"settings": settings, "wanted": wanted, "pairs": pairs,
              "cut_by_budget": fit < wanted}
     ctx.session.notes["confirm"] = notes
-    if ctx.run("confirm", overrides=settings, override_site=ctx.train_site) is None:
+    steps = notes["steps"] = min(ctx.opts.steps, CONFIRM_STEPS)
+    if ctx.run("confirm", overrides=settings, override_site=ctx.train_site, steps=steps) is None:
         return
     for i, order in enumerate(stats.plan_pairs(min(fit, wanted) - 1, seed=7), start=1):
         pair = {}
         for arm in order:
             name = f"confirm-{arm.lower()}{i}"
             kw = {"overrides": settings, "override_site": ctx.train_site} if arm == "B" else {}
+            kw["steps"] = steps
             if ctx.run(name, **kw) is None:
                 notes["cut_by_budget"] = True
                 return

@@ -191,3 +191,59 @@ def test_workers_memory_is_read_once_past_start_up_then_each_interval_within_the
     s._worker_cpu_s = 1.0  # the workers' share of the budget is spent
     s._worker_memory_pass(1.6, roles)
     assert len(s.worker_memory) == 4
+
+
+def test_the_ablation_bounds_what_caching_the_prefix_can_gain():
+    # seconds for the same batches with prefix lengths 0..2: the prefix (k=1) adds 0.05 s of 2.0
+    assert cacheprefix.bound({0: 1.0, 1: 1.05, 2: 3.0}, 1, 2) == pytest.approx(0.025)
+    assert cacheprefix.bound({0: 1.0, 1: 0.9, 2: 3.0}, 1, 2) == 0.0  # faster than nothing: noise, no cost
+    assert cacheprefix.bound({0: 1.0, 2: 3.0}, 1, 2) is None  # a prefix not timed
+    assert cacheprefix.bound({0: 1.0, 1: 1.0, 2: 1.0}, 1, 2) is None  # no transform time to share
+
+
+class _Piped(torch.utils.data.Dataset):
+    def __init__(self, steps):
+        self.transform = Compose(steps)
+
+    def __len__(self):
+        return 64
+
+    def __getitem__(self, i):
+        return self.transform(torch.full((4,), float(i)))
+
+
+class Compose:
+    def __init__(self, transforms):
+        self.transforms = transforms
+
+    def __call__(self, x):
+        for t in self.transforms:
+            x = t(x)
+        return x
+
+
+class _Rec:
+    def __init__(self):
+        self.events, self.steps, self.max_seconds = [], 50, 10.0
+
+    def emit(self, line):
+        self.events.append(json.loads(line))
+
+
+@pytest.mark.parametrize("ablation,measured", [({0: 0.10, 1: 0.101, 2: 0.60}, False),
+                                               ({0: 0.10, 1: 0.50, 2: 0.60}, True)])
+def test_a_cheap_prefix_is_not_measured_and_says_why(ablation, measured):
+    from loaderdoctor.child.pipeline import find_pipeline
+
+    loader = torch.utils.data.DataLoader(_Piped([Resize(), Jitter()]), batch_size=8, num_workers=0)
+    pipe, _ = find_pipeline(loader.dataset)
+    rec = _Rec()
+    cacheprefix.what_if(rec, loader, pipe, ablation)
+    ev = rec.events[-1]
+    assert ev["e"] == "cache_whatif" and ev["prefix"] == ["Resize"]
+    if measured:  # the bound allows a gain: the what-if runs with the real loader
+        assert ev["status"] == "ok" and ev["uncached"]["batches"] > 0 and ev["cached"]["batches"] > 0, ev
+    else:
+        assert ev["status"] == "not-measured" and "0.2% of the transforms' time" in ev["why"], ev
+        assert "at most 1.00x" in ev["why"]
+    assert (rec.steps, rec.max_seconds) == (50, 10.0) and pipe.names() == ["Resize", "Jitter"]  # restored
