@@ -136,6 +136,7 @@ class Recorder:
         self.grad_enabled: Callable[[], bool] = lambda: True
         self.site_keys: dict[str, list[str]] = {}  # site -> dataset tags seen there, in order
         self.finish_hook: Callable[[], None] | None = None  # the runner's: flush and leave
+        self.first_iter: Callable[[], None] | None = None  # the runner's: at the first iterator, once
         self.channel = workerevents.channel_of(emit)  # the event pipe, for the workers' own events
         self.described: set[int] = set()  # loaders whose dataset was described ("ds")
 
@@ -191,6 +192,9 @@ class Recorder:
 
     # -- iteration
     def on_iter(self, loader: Any, it: Any, t_start: float, threads: list[str]) -> None:
+        if self.first_iter is not None:
+            first, self.first_iter = self.first_iter, None
+            first()
         idx = getattr(loader, "_ld_site", None)
         if idx is None:
             idx = self.site_index(call_site(3))

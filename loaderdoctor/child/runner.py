@@ -121,7 +121,10 @@ def _hook_torch(spec: RunnerSpec, emit: Emitter) -> list:
             hello["before_torch"] = before
         emit.json(recorder.hello(**hello, **distrank.identity()))
         said_hello.append(True)
-        install_hooks(spec, emit)
+        rec = install_hooks(spec, emit)
+        if distrank.rank() is None:  # what a warm start may import ahead (plain scripts only)
+            watch = torchhook.watch_packages(snap)
+            rec.first_iter = lambda: _say_packages(watch, emit)
 
     def on_lazy(name: str, import_s: float, before: dict | None) -> None:
         split(name, before)
@@ -134,7 +137,14 @@ def _hook_torch(spec: RunnerSpec, emit: Emitter) -> list:
     return said_hello
 
 
-def install_hooks(spec: RunnerSpec, emit: Emitter) -> None:
+def _say_packages(watch, emit: Emitter) -> None:
+    event, values = watch.finish()
+    for ev in values:
+        emit.json(ev)
+    emit.json(event)
+
+
+def install_hooks(spec: RunnerSpec, emit: Emitter):
     from loaderdoctor.child import patches, recorder
 
     rec = recorder.recorder_from_spec(spec, emit, gpu_gaps())
@@ -142,6 +152,7 @@ def install_hooks(spec: RunnerSpec, emit: Emitter) -> None:
     patches.install(rec)
     if distrank.rank() is not None:
         distrank.time_backward(rec)
+    return rec
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -119,3 +119,97 @@ def _foreign_extension(name: str) -> bool:
     mod = sys.modules.get(name)
     path = getattr(mod, "__file__", None) or ""
     return path.endswith(tuple(EXTENSION_SUFFIXES))
+
+
+class PackageWatch(MetaPathFinder):
+    """The installed packages the script imports after torch, in its order, up to its first
+    DataLoader iterator, each with the environment variables changed by then (the script's
+    and the earlier packages': cv2 sets LD_LIBRARY_PATH, MONAI CUBLAS_WORKSPACE_CONFIG): what
+    a warm process may import ahead, each under that environment, for the stages after the
+    baseline (Lightning or MONAI take ~5 s to import here, in every stage). The list ends at
+    the first module that is not an installed package: the script's own modules are the
+    user's code, which a warm process never runs. A package still importing when torch's
+    import completed (`import lightning` before `import torch`) comes first. It only looks:
+    every import goes on as it would."""
+
+    def __init__(self, snap: dict) -> None:
+        self.launch = snap["env"]
+        self.last: dict = {}
+        self.changed: dict = {}  # the variables changed since the script started: {name: value or None}
+        self.names: list[str] = []
+        self.envs: list[dict] = []
+        self.seen = {n.partition(".")[0] for n in list(sys.modules)}
+        for n in list(sys.modules):
+            if "." not in n and _initializing(n) and _third_party_name(n):
+                self._add(n)
+
+    def _add(self, name: str) -> None:
+        now = dict(os.environ)
+        if now != self.last:
+            self.last = now
+            keys = set(now) | set(self.launch)
+            self.changed = {k: now.get(k) for k in sorted(keys) if now.get(k) != self.launch.get(k)}
+        self.names.append(name)
+        self.envs.append(self.changed)
+
+    def find_spec(self, fullname, path=None, target=None):
+        if "." not in fullname and fullname not in self.seen:
+            self.seen.add(fullname)
+            if _third_party_name(fullname):
+                self._add(fullname)
+        return None
+
+    def finish(self) -> tuple[dict, list[dict]]:
+        """Stop watching. Returns the "packages" event ({names, env: the names of the variables
+        changed by each one's import, stopped: why the list ends early}) and an "env" event of
+        values for each package imported under a changed environment (the parent keeps those in
+        memory only: they may be secrets)."""
+        try:
+            sys.meta_path.remove(self)
+        except ValueError:
+            pass
+        roots = _install_roots()
+        names, env_names, values, stopped = [], [], [], None
+        for n, env in zip(self.names, self.envs):
+            if n not in sys.modules:  # an optional import that failed: nothing to repeat
+                continue
+            where = _location(sys.modules[n])
+            if where is None or not where.startswith(roots):
+                stopped = f"{n} is not an installed package"
+                break
+            names.append(n)
+            env_names.append(sorted(env))
+            if env:
+                values.append({"e": "env", "m": n, "values": env})
+        return {"e": "packages", "names": names, "env": env_names, "stopped": stopped}, values
+
+
+def watch_packages(snap: dict) -> PackageWatch:
+    w = PackageWatch(snap)
+    sys.meta_path.insert(0, w)
+    return w
+
+
+def _third_party_name(name: str) -> bool:
+    return not (name.startswith("_") or name in getattr(sys, "stdlib_module_names", ()) or name in OURS
+                or name in ("torch", "__main__", "__mp_main__"))
+
+
+def _initializing(name: str) -> bool:
+    return bool(getattr(getattr(sys.modules.get(name), "__spec__", None), "_initializing", False))
+
+
+def _location(mod) -> str | None:
+    path = getattr(mod, "__file__", None)
+    if not path:
+        paths = list(getattr(mod, "__path__", None) or [])
+        path = paths[0] if paths else None
+    return os.path.realpath(path) if path else None
+
+
+def _install_roots() -> tuple[str, ...]:
+    import site
+
+    roots = list(site.getsitepackages()) + [site.getusersitepackages()]
+    roots += [p for p in sys.path if os.path.basename(p.rstrip(os.sep)) in ("site-packages", "dist-packages")]
+    return tuple(os.path.join(os.path.realpath(r), "") for r in roots if r)

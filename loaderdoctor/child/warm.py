@@ -2,9 +2,10 @@
 
 `python -m loaderdoctor.child.warm FD`: FD is this end of a Unix socket pair with the parent
 (orchestrate/warmstart.py). Its first line is the import plan: torch (after the compiled
-extensions the script loaded before it, in its order) and the lazy parts of torch the
-baseline imported, each with the environment variables the script had set by then (with
-their values: that is why it comes through the socket, not the command line). It makes
+extensions the script loaded before it, in its order), the installed packages the script
+imported next, and the lazy parts of torch the baseline imported, each with the environment
+variables the script had set by then (with their values: that is why it comes through the
+socket, not the command line). It makes
 those imports once, each under that environment, says what they loaded, and then,
 per request (a JSON line with the stage's spec path, environment and working directory,
 and three file descriptors: the event pipe, stdout, stderr), forks a runner: a new
@@ -148,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     new: dict[str, list[str]] = {}
     torch_exts: list[str] = []
     torch_threads = 1
+    counts: list[dict] = []  # the threads after each import (orchestrate/warmstart.py decides)
     for step in plan:  # torch, then its lazy parts, each under the environment the script had then
         os.environ.clear()
         os.environ.update(launch)
@@ -167,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
             _send(sock, {"ready": False, "failed_step": step["m"], "error": repr(exc)[:500]})
             os._exit(1)
         new[step["m"]] = sorted(set(torchhook.loaded_extensions()) - before)
+        counts.append({"m": step["m"], "threads": threading.active_count(), "os_threads": _os_threads()})
         if step["m"] == "torch":
             torch_exts = torchhook.loaded_extensions()
             torch_threads = _os_threads()  # torch's own (a BLAS pool): a DataLoader fork worker is forked with it too
@@ -179,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     _send(sock, {"ready": True, "pid": os.getpid(), "torch": torch.__version__,
                  "extensions": torchhook.loaded_extensions(), "torch_extensions": torch_exts, "new": new,
                  "threads": threading.active_count(), "os_threads": _os_threads(), "torch_os_threads": torch_threads,
-                 "preloaded": [s["m"] for s in plan]})
+                 "preloaded": [s["m"] for s in plan], "steps": counts})
     try:
         serve(sock)
     except (OSError, ValueError):

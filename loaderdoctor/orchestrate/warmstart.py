@@ -3,8 +3,11 @@
 Every stage is a fresh run of the user's script, and each paid the interpreter's start and
 torch's import (1-2.7 s here), and the first optimizer's lazy import of torch._dynamo (~1.1
 s), before the script's training: a third of a short stage, and most of the gap to a fast
-verdict. After the baseline, the stages are forked from one process that made those imports
-once, the way the baseline shows the script made them:
+verdict; a framework's import is as much again (Lightning or MONAI ~5 s here). After the
+baseline, the stages are forked from one process that made those imports once (torch, the
+installed packages the script imported after it up to its first DataLoader iterator, in
+its order, up to the first module of its own, and torch's lazy parts), the way the
+baseline shows the script made them:
 
 - each under the environment the script had when it made it (variables it set before
   `import torch`, such as OMP_NUM_THREADS, read by the OpenMP runtime when torch loads it,
@@ -13,7 +16,8 @@ once, the way the baseline shows the script made them:
   are imported first, in the script's order (native load order); a lazy part that loads a
   package torch had not loaded only if everything the script had loaded before it is loaded
   in the warm process too;
-- the same torch version as the baseline's, no thread started by the imports;
+- the same torch version as the baseline's; no Python thread started by the imports (a
+  package's native thread pools, such as OpenBLAS's, are accepted: see _first_threaded);
 - a plain script, one process (not a notebook's kernel, not torchrun's ranks), and a stage
   with no environment of its own.
 
@@ -58,16 +62,20 @@ def why_not(baseline: dict, kind: str, nproc: int | None) -> str | None:
 
 
 def plan(baseline: dict, env_values: dict) -> tuple[list[dict], str | None]:
-    """The warm process's imports, in the order the script made them: torch, then each lazy
-    part of torch the baseline imported (child/torchhook.py), each as
+    """The warm process's imports, in the order the script made them: torch, the installed
+    packages the script imported after it up to its first loader (child/torchhook.PackageWatch),
+    then each lazy part of torch the baseline imported (child/torchhook.py), each as
     {m, env: the variables the script had changed by then, with their values, before: the
     compiled extensions the script had loaded by then}. A step whose values did not arrive
     (`env_values`, from the baseline's "env" events) ends the plan; for torch itself, there is
     no plan: (steps, why not)."""
     hello = _hello(baseline) or {}
+    events = baseline.get("events") or []
     items = [("torch", hello.get("before_torch") or {})]
-    items += [(ev.get("m"), ev["before"]) for ev in baseline.get("events") or []
-              if ev.get("e") == "import" and ev.get("before") is not None]
+    pk = next((ev for ev in events if ev.get("e") == "packages"), None) or {}
+    packages = set(pk.get("names") or [])
+    items += [(name, {"env": keys, "extensions": []}) for name, keys in zip(pk.get("names") or [], pk.get("env") or [])]
+    items += [(ev.get("m"), ev["before"]) for ev in events if ev.get("e") == "import" and ev.get("before") is not None]
     steps: list[dict] = []
     for name, before in items:
         names = list(before.get("env") or [])
@@ -77,7 +85,8 @@ def plan(baseline: dict, env_values: dict) -> tuple[list[dict], str | None]:
                 return [], "the values of the variables the script set before importing torch did not arrive"
             break
         if name not in (s["m"] for s in steps):
-            steps.append({"m": name, "env": {k: values[k] for k in names}, "before": list(before.get("extensions") or [])})
+            steps.append({"m": name, "env": {k: values[k] for k in names}, "before": list(before.get("extensions") or []),
+                          "package": name in packages})
     return steps, None
 
 
@@ -114,6 +123,21 @@ def open_for(session, kind: str, opts, run_dir: str, env_values: dict | None = N
         notes["env_set_first"] = sorted({k for s in steps for k in s["env"]}) if warm else []
     notes.update(used=warm is not None, why=why)
     return warm
+
+
+def _first_threaded(counts: list[dict], lazy_parts: set) -> str | None:
+    """The first import after torch that started a Python thread (a thread of the
+    interpreter would be lost in every fork, half-way through whatever it was doing), or, for
+    torch's own lazy parts, any thread. A package may start native threads: the idle pools
+    of the BLAS libraries numpy, scipy and OpenCV bring (their load starts them), which stop
+    for a fork and start again in the child, as in every DataLoader worker forked after those
+    imports (torch's own import starts one of them: numpy's)."""
+    py, native = counts[0].get("threads", 1), counts[0].get("os_threads", 1)
+    for c in counts[1:]:
+        if c.get("threads", 1) > py or (c["m"] in lazy_parts and c.get("os_threads", 1) > native):
+            return c["m"]
+        py, native = c.get("threads", 1), c.get("os_threads", 1)
+    return None
 
 
 class Forked:
@@ -238,10 +262,13 @@ class WarmStart:
             return f"the warm process {self.failed}", []
         if baseline_torch and info.get("torch") != baseline_torch:
             return f"the warm process has torch {info.get('torch')}, the baseline {baseline_torch}", []
-        if info.get("threads", 1) != 1 or info.get("os_threads", 1) > info.get("torch_os_threads", 1):
-            if lazy:  # the lazy parts started them
-                return None, lazy
+        counts = info.get("steps") or [{"m": "torch", "threads": info.get("threads", 1),
+                                        "os_threads": info.get("torch_os_threads", 1)}]
+        if counts[0].get("threads", 1) != 1:
             return "the warm process has threads of its own after importing torch (unsafe to fork)", []
+        starts = _first_threaded(counts, set(lazy) - {s["m"] for s in steps if s.get("package")})
+        if starts is not None:  # that import started threads: start again without it and what follows
+            return None, lazy[lazy.index(starts):]
         have, with_torch = set(info.get("extensions") or []), set(info.get("torch_extensions") or [])
         first = next((s for s in steps if s["m"] == "torch"), {"before": []})
         extra = sorted(set(first["before"]) - with_torch)

@@ -38,8 +38,11 @@ def test_the_stages_after_the_baseline_fork_warm_under_every_start_method(tmp_pa
     assert all(st["status"] == "ok" for st in stages.values()), {n: st["detail"] for n, st in stages.items()}
     notes = s["notes"]["warm_start"]
     assert notes["used"] is True and notes["why"] is None
-    assert notes["preloaded"] == ["torch", "torch._dynamo"]  # Adam's first use imported it, nothing changed before
     base = stages.pop("baseline")
+    # Adam's first use imported torch._dynamo, nothing changed before; the installed packages
+    # imported by then (sympy, by torch._dynamo) come between, in the script's order
+    pk = next(e for e in base["events"] if e.get("e") == "packages")
+    assert notes["preloaded"] == ["torch", *pk["names"], "torch._dynamo"], (notes, pk)
     assert base["warm"] is False and _hello(base)["preloaded"] is False and _hello(base)["torch_import_s"] > 0.1
     assert _hello(base)["before_torch"] == {"env": [], "extensions": []}
     for name, st in stages.items():
@@ -104,3 +107,29 @@ def test_an_extension_loaded_before_torch_is_loaded_first_in_the_warm_process_to
     assert s["notes"]["warm_start"]["used"] is True, s["notes"]["warm_start"]
     assert [st["warm"] for st in s["stages"]] == [False, True]
     assert _stdout(tmp_path, "loader-only").startswith("pillow PIL.Image")
+
+
+def test_installed_packages_the_script_imports_are_imported_ahead_under_its_environment(tmp_path):
+    """An installed package imported after torch (after the script set a variable it reads at
+    import) is imported once in the warm process, under that variable; the script's own module
+    is not (the list ends there), and each stage imports it itself."""
+    import os
+
+    site = script(os.path.join("warm_site", "site-packages"))
+    env = {**os.environ, "PYTHONPATH": site + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    res = subprocess.run([sys.executable, "-m", "loaderdoctor", "probe", script(os.path.join("warm_site", "packages_after_torch.py")),
+                          "--out", str(tmp_path), "-q", "--stages", "baseline,loader-only,workers", "--max-workers", "1",
+                          "--steps", "10"], capture_output=True, text=True, timeout=CLI_TIMEOUT, env=env)
+    assert res.returncode in (0, 1), res.stderr
+    s = json.loads((tmp_path / "session.json").read_text())
+    assert all(st["status"] == "ok" for st in s["stages"]), [(st["name"], st["detail"]) for st in s["stages"]]
+    notes = s["notes"]["warm_start"]
+    assert notes["used"] is True and notes["preloaded"][:2] == ["torch", "ldwarmpkg"], notes
+    assert "ldwarmlocal" not in notes["preloaded"] and notes["env_set_first"] == ["LD_WARM_FLAG"]
+    pk = next(e for e in s["stages"][0]["events"] if e.get("e") == "packages")
+    assert pk["names"] == ["ldwarmpkg"] and "ldwarmlocal" in pk["stopped"]
+    assert _stdout(tmp_path, "baseline").startswith("pkg set-by-script here local here")
+    for st in s["stages"][1:]:
+        assert st["warm"] is True, st["name"]
+        assert _stdout(tmp_path, st["name"]).startswith("pkg set-by-script ahead local here"), st["name"]
+    assert "set-by-script" not in (tmp_path / "session.json").read_text()  # the value is never written

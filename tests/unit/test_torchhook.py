@@ -84,3 +84,57 @@ def test_only_compiled_modules_outside_the_standard_library_count_as_extensions(
     import numpy  # noqa: F401  (compiled, not the standard library's)
 
     assert any(m.startswith("numpy") for m in torchhook.loaded_extensions())
+
+
+@pytest.fixture
+def installed(tmp_path, monkeypatch):
+    """Three packages made on the fly in a folder taken for site-packages, and a module of the
+    script's own beside it (the folder is not one of the install roots)."""
+    tag = f"{os.getpid()}_{tmp_path.name}".replace("-", "_")
+    site_dir, own_dir = tmp_path / "site-packages", tmp_path / "script"
+    names = {k: f"ld{k}_{tag}" for k in ("a", "b", "c", "own")}
+    for key, name in names.items():
+        folder = (own_dir if key == "own" else site_dir) / name
+        folder.mkdir(parents=True)
+        (folder / "__init__.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(site_dir))
+    monkeypatch.syspath_prepend(str(own_dir))
+    monkeypatch.setattr(torchhook, "_install_roots", lambda: (os.path.join(os.path.realpath(site_dir), ""),))
+    yield names
+    for m in [m for m in sys.modules if m in names.values()]:
+        del sys.modules[m]
+
+
+def test_the_package_watch_lists_installed_imports_in_order_with_their_environment(installed, monkeypatch):
+    finders = len(sys.meta_path)
+    watch = torchhook.watch_packages(torchhook.snapshot())
+    try:
+        importlib.import_module(installed["a"])
+        import json  # noqa: F401  (the standard library is not listed)
+        with pytest.raises(ImportError):
+            importlib.import_module(f"ldmissing_{installed['a']}")  # an optional import that fails: skipped
+        monkeypatch.setenv("LD_WATCH_SECRET", "s3cret")  # the script sets a variable between two imports
+        importlib.import_module(installed["b"])
+        importlib.import_module(installed["own"])  # the script's own module ends the list
+        importlib.import_module(installed["c"])
+    finally:
+        event, values = watch.finish()
+    assert len(sys.meta_path) == finders  # it stepped out
+    assert event["e"] == "packages" and event["names"] == [installed["a"], installed["b"]]
+    assert event["env"] == [[], ["LD_WATCH_SECRET"]]  # names only in the event
+    assert installed["own"] in event["stopped"] and "not an installed package" in event["stopped"]
+    assert values == [{"e": "env", "m": installed["b"], "values": {"LD_WATCH_SECRET": "s3cret"}}]
+    assert "s3cret" not in repr(event)
+
+
+def test_a_package_still_importing_when_torch_completes_comes_first(installed):
+    # `import lightning` before `import torch`: lightning's import is under way when torch's completes
+    mod = importlib.import_module(installed["c"])
+    mod.__spec__._initializing = True
+    try:
+        watch = torchhook.watch_packages(torchhook.snapshot())
+        importlib.import_module(installed["a"])
+    finally:
+        mod.__spec__._initializing = False
+        event, _ = watch.finish()
+    assert event["names"] == [installed["c"], installed["a"]] and event["stopped"] is None

@@ -30,8 +30,9 @@ def test_the_plan_repeats_the_scripts_imports_with_the_environment_it_had_then()
     values = {"torch": {"OMP_NUM_THREADS": "1"}, "torch._dynamo": {"OMP_NUM_THREADS": "1", "TORCH_LOGS": None}}
     steps, why = warmstart.plan(base, values)
     assert why is None
-    assert steps == [{"m": "torch", "env": {"OMP_NUM_THREADS": "1"}, "before": ["numpy.x"]},
-                     {"m": "torch._dynamo", "env": {"OMP_NUM_THREADS": "1", "TORCH_LOGS": None}, "before": ["cv2.cv2"]}]
+    assert steps == [{"m": "torch", "env": {"OMP_NUM_THREADS": "1"}, "before": ["numpy.x"], "package": False},
+                     {"m": "torch._dynamo", "env": {"OMP_NUM_THREADS": "1", "TORCH_LOGS": None}, "before": ["cv2.cv2"],
+                      "package": False}]
     # values that did not arrive: torch's ends the plan (cold starts), a lazy part's only drops it
     steps, why = warmstart.plan(base, {"torch": {"OMP_NUM_THREADS": "1"}})
     assert why is None and [s["m"] for s in steps] == ["torch"]
@@ -84,7 +85,37 @@ def test_a_lazy_part_is_dropped_only_when_preloading_it_could_change_a_native_lo
     broke.info["failed_step"] = "torch"
     assert "could not import torch" in broke.usable("2.13.0", _steps([], []))[0]
     # threads started by a preloaded lazy part: start again without it
-    assert _ready(os_threads=3).usable("2.13.0", _steps([], [])) == (None, ["torch._dynamo"])
+    counts = [{"m": "torch", "threads": 1, "os_threads": 2}, {"m": "torch._dynamo", "threads": 1, "os_threads": 3}]
+    assert _ready(steps=counts).usable("2.13.0", _steps([], [])) == (None, ["torch._dynamo"])
+
+
+def test_the_plan_imports_the_scripts_installed_packages_after_torch_each_under_its_environment():
+    base = _base({"env": [], "extensions": []}, imports=[("torch._dynamo", {"env": [], "extensions": []})])
+    base["events"].append({"e": "packages", "names": ["monai", "cv2", "scipy"],
+                           "env": [[], ["LD_LIBRARY_PATH"], ["LD_LIBRARY_PATH", "SECRET"]], "stopped": "mylib ..."})
+    values = {"cv2": {"LD_LIBRARY_PATH": "/x"}, "scipy": {"LD_LIBRARY_PATH": "/x", "SECRET": "s"}}
+    steps, why = warmstart.plan(base, values)
+    assert why is None
+    assert [(s["m"], s["env"], s["package"]) for s in steps] == [
+        ("torch", {}, False), ("monai", {}, True), ("cv2", {"LD_LIBRARY_PATH": "/x"}, True),
+        ("scipy", {"LD_LIBRARY_PATH": "/x", "SECRET": "s"}, True), ("torch._dynamo", {}, False)]
+    # a package whose values did not arrive ends the plan there: the script's order is kept as a prefix
+    steps, _ = warmstart.plan(base, {"cv2": {"LD_LIBRARY_PATH": "/x"}})
+    assert [s["m"] for s in steps] == ["torch", "monai", "cv2"]
+
+
+def test_a_package_may_bring_native_pools_but_not_a_python_thread():
+    steps = [*_steps(), {"m": "monai", "env": {}, "before": [], "package": True},
+             {"m": "wandb", "env": {}, "before": [], "package": True},
+             {"m": "torch._dynamo", "env": {}, "before": [], "package": False}]
+    pools = [{"m": "torch", "threads": 1, "os_threads": 2}, {"m": "monai", "threads": 1, "os_threads": 4},
+             {"m": "wandb", "threads": 1, "os_threads": 4}, {"m": "torch._dynamo", "threads": 1, "os_threads": 4}]
+    assert _ready(steps=pools).usable("2.13.0", steps) == (None, [])  # OpenBLAS-like pools: kept
+    threaded = [dict(c) for c in pools]
+    threaded[2]["threads"] = threaded[3]["threads"] = 2  # wandb started a Python thread
+    assert _ready(steps=threaded).usable("2.13.0", steps) == (None, ["wandb", "torch._dynamo"])
+    torch_threaded = [{"m": "torch", "threads": 2, "os_threads": 3}]
+    assert "threads" in _ready(steps=torch_threaded).usable("2.13.0", steps)[0]
 
 
 def test_the_line_protocol_passes_over_a_stale_exit_and_matches_the_runner(tmp_path):
