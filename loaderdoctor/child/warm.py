@@ -127,6 +127,15 @@ def _read_plan(sock: socket.socket) -> list[dict]:
     return steps if steps and steps[0].get("m") == "torch" else [{"m": "torch", "env": {}}, *steps]
 
 
+def _cuda_initialized() -> bool:
+    """Whether an import initialised CUDA here (a forked stage could not use it then)."""
+    torch = sys.modules.get("torch")
+    try:
+        return bool(torch is not None and torch.cuda.is_initialized())
+    except Exception:
+        return False
+
+
 def _os_threads() -> int:
     try:
         return len(os.listdir("/proc/self/task"))
@@ -169,7 +178,8 @@ def main(argv: list[str] | None = None) -> None:
             _send(sock, {"ready": False, "failed_step": step["m"], "error": repr(exc)[:500]})
             os._exit(1)
         new[step["m"]] = sorted(set(torchhook.loaded_extensions()) - before)
-        counts.append({"m": step["m"], "threads": threading.active_count(), "os_threads": _os_threads()})
+        counts.append({"m": step["m"], "threads": threading.active_count(), "os_threads": _os_threads(),
+                       "cuda": _cuda_initialized()})
         if step["m"] == "torch":
             torch_exts = torchhook.loaded_extensions()
             torch_threads = _os_threads()  # torch's own (a BLAS pool): a DataLoader fork worker is forked with it too

@@ -127,14 +127,15 @@ def open_for(session, kind: str, opts, run_dir: str, env_values: dict | None = N
 
 def _first_threaded(counts: list[dict], lazy_parts: set) -> str | None:
     """The first import after torch that started a Python thread (a thread of the
-    interpreter would be lost in every fork, half-way through whatever it was doing), or, for
-    torch's own lazy parts, any thread. A package may start native threads: the idle pools
+    interpreter would be lost in every fork, half-way through whatever it was doing) or
+    initialised CUDA (a forked process cannot use it), or, for torch's own lazy parts, any
+    thread. A package may start native threads: the idle pools
     of the BLAS libraries numpy, scipy and OpenCV bring (their load starts them), which stop
     for a fork and start again in the child, as in every DataLoader worker forked after those
     imports (torch's own import starts one of them: numpy's)."""
     py, native = counts[0].get("threads", 1), counts[0].get("os_threads", 1)
     for c in counts[1:]:
-        if c.get("threads", 1) > py or (c["m"] in lazy_parts and c.get("os_threads", 1) > native):
+        if c.get("threads", 1) > py or c.get("cuda") or (c["m"] in lazy_parts and c.get("os_threads", 1) > native):
             return c["m"]
         py, native = c.get("threads", 1), c.get("os_threads", 1)
     return None
@@ -266,6 +267,8 @@ class WarmStart:
                                         "os_threads": info.get("torch_os_threads", 1)}]
         if counts[0].get("threads", 1) != 1:
             return "the warm process has threads of its own after importing torch (unsafe to fork)", []
+        if counts[0].get("cuda"):
+            return "importing torch initialised CUDA in the warm process (a forked stage could not use it)", []
         starts = _first_threaded(counts, set(lazy) - {s["m"] for s in steps if s.get("package")})
         if starts is not None:  # that import started threads: start again without it and what follows
             return None, lazy[lazy.index(starts):]
