@@ -91,7 +91,7 @@ def after_import(name: str, callback: Callable[[float, dict | None], None], snap
 
 def snapshot() -> dict:
     """The process's environment and loaded packages, taken just before the script starts."""
-    return {"env": dict(os.environ), "modules": set(sys.modules)}
+    return {"env": dict(os.environ), "modules": set(sys.modules), "cwd": _cwd()}
 
 
 def before_import(snap: dict, name: str = "torch") -> dict:
@@ -134,6 +134,8 @@ class PackageWatch(MetaPathFinder):
 
     def __init__(self, snap: dict) -> None:
         self.launch = snap["env"]
+        self.cwd = snap.get("cwd")
+        self.stopped: str | None = None
         self.last: dict = {}
         self.changed: dict = {}  # the variables changed since the script started: {name: value or None}
         self.names: list[str] = []
@@ -153,10 +155,13 @@ class PackageWatch(MetaPathFinder):
         self.envs.append(self.changed)
 
     def find_spec(self, fullname, path=None, target=None):
-        if "." not in fullname and fullname not in self.seen:
+        if "." not in fullname and fullname not in self.seen and self.stopped is None:
             self.seen.add(fullname)
             if _third_party_name(fullname):
-                self._add(fullname)
+                if _cwd() != self.cwd:  # a package may read its directory at import: the warm process has another
+                    self.stopped = f"the script changed its working directory before importing {fullname}"
+                else:
+                    self._add(fullname)
         return None
 
     def finish(self) -> tuple[dict, list[dict]]:
@@ -169,7 +174,7 @@ class PackageWatch(MetaPathFinder):
         except ValueError:
             pass
         roots = _install_roots()
-        names, env_names, values, stopped = [], [], [], None
+        names, env_names, values, stopped = [], [], [], self.stopped
         for n, env in zip(self.names, self.envs):
             if n not in sys.modules:  # an optional import that failed: nothing to repeat
                 continue
@@ -188,6 +193,13 @@ def watch_packages(snap: dict) -> PackageWatch:
     w = PackageWatch(snap)
     sys.meta_path.insert(0, w)
     return w
+
+
+def _cwd() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:
+        return None
 
 
 def _third_party_name(name: str) -> bool:

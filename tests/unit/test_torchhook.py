@@ -138,3 +138,14 @@ def test_a_package_still_importing_when_torch_completes_comes_first(installed):
         mod.__spec__._initializing = False
         event, _ = watch.finish()
     assert event["names"] == [installed["c"], installed["a"]] and event["stopped"] is None
+
+
+def test_the_package_list_ends_where_the_script_changed_directory(installed, tmp_path, monkeypatch):
+    watch = torchhook.watch_packages(torchhook.snapshot())
+    try:
+        importlib.import_module(installed["a"])
+        monkeypatch.chdir(tmp_path)
+        importlib.import_module(installed["b"])
+    finally:
+        event, _ = watch.finish()
+    assert event["names"] == [installed["a"]] and "working directory" in event["stopped"]
