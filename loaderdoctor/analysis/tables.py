@@ -148,16 +148,25 @@ def transform_rows(stage: dict | None) -> tuple[list[dict], dict | None, dict]:
     return rows, collate, info
 
 
-def _run_rate(session: Session, name: str, warm: int) -> float | None:
-    """A real run's rate as the user lives it: samples/s with every later epoch's start-up."""
+def _run_rate(session: Session, name: str, warm: int, steps: int | None = None) -> float | None:
+    """A real run's rate as the user lives it: samples/s with every later epoch's start-up.
+    `steps`: over its first batches only, as many as a run measuring that many steps draws
+    (the baseline in the confirm's first pair, against runs shorter than it)."""
     st = session.stage(name)
     if not st or st["status"] != "ok":
         return None
     summary = stage_block(st, warm)["summary"]
-    if summary.get("short_epochs"):  # start-up and prefetch fill each epoch: count every epoch whole
+    cut = summary.get("steps", 0) - steps if steps else 0
+    if summary.get("short_epochs") or cut > 0:
         by = stepstats.steps_by_loader(st.get("events", []))
         ls = by.get(summary.get("loader_index"))
-        return stepstats.epoch_rate(ls) if ls else None
+        if ls is None:
+            return None
+        if cut > 0:
+            kept = ls.steps[:max(2, len(ls.steps) - cut)]
+            ls = stepstats.LoaderSteps(ls.loader, kept, sum(1 for s in kept if s.first))
+        # start-up and prefetch fill each epoch when epochs are short: count every epoch whole
+        return stepstats.epoch_rate(ls) if summary.get("short_epochs") else stepstats.effective_rate(ls)["samples_per_s"]
     return summary.get("effective_samples_per_s")
 
 
@@ -171,8 +180,8 @@ def confirm_block(session: Session, baseline: dict) -> dict | None:
     notes = session.notes.get("confirm") or {"pairs": [{"a": "baseline", "b": "confirm"}]}
     st = session.stage("confirm")
     warm = int(session.options.get("warmup", DEFAULT_WARMUP))
-    a = [_run_rate(session, p["a"], warm) for p in notes["pairs"]]
-    b = [_run_rate(session, p["b"], warm) for p in notes["pairs"]]
+    a = [_run_rate(session, p["a"], warm, notes.get("steps")) for p in notes["pairs"]]
+    b = [_run_rate(session, p["b"], warm, notes.get("steps")) for p in notes["pairs"]]
     interval = stats.speedup_interval(a, b) if any(a) and any(b) else None
     verdict = stats.verdict(interval) if interval else "not-measured"
     ok_a, ok_b = [x for x in a if x], [x for x in b if x]

@@ -192,7 +192,7 @@ class Recorder:
 
     # -- iteration
     def on_iter(self, loader: Any, it: Any, t_start: float, threads: list[str]) -> None:
-        if self.first_iter is not None:
+        if self.first_iter is not None and not self.in_child:  # the script's own process only
             first, self.first_iter = self.first_iter, None
             first()
         idx = getattr(loader, "_ld_site", None)

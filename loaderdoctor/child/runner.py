@@ -122,8 +122,8 @@ def _hook_torch(spec: RunnerSpec, emit: Emitter) -> list:
         emit.json(recorder.hello(**hello, **distrank.identity()))
         said_hello.append(True)
         rec = install_hooks(spec, emit)
-        if distrank.rank() is None:  # what a warm start may import ahead (plain scripts only)
-            watch = torchhook.watch_packages(snap)
+        watch = torchhook.watch_packages(snap) if distrank.rank() is None else None  # plain scripts only
+        if watch is not None:  # what a warm start may import ahead
             rec.first_iter = lambda: _say_packages(watch, emit)
 
     def on_lazy(name: str, import_s: float, before: dict | None) -> None:
@@ -138,7 +138,10 @@ def _hook_torch(spec: RunnerSpec, emit: Emitter) -> list:
 
 
 def _say_packages(watch, emit: Emitter) -> None:
-    event, values = watch.finish()
+    try:
+        event, values = watch.finish()
+    except Exception as exc:  # never the script's problem: the stages after it start without its packages
+        event, values = {"e": "packages", "names": [], "stopped": f"not recorded ({type(exc).__name__})"}, []
     for ev in values:
         emit.json(ev)
     emit.json(event)

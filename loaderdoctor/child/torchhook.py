@@ -127,10 +127,13 @@ class PackageWatch(MetaPathFinder):
     and the earlier packages': cv2 sets LD_LIBRARY_PATH, MONAI CUBLAS_WORKSPACE_CONFIG): what
     a warm process may import ahead, each under that environment, for the stages after the
     baseline (Lightning or MONAI take ~5 s to import here, in every stage). The list ends at
-    the first module that is not an installed package: the script's own modules are the
-    user's code, which a warm process never runs. A package still importing when torch's
-    import completed (`import lightning` before `import torch`) comes first. It only looks:
-    every import goes on as it would."""
+    the first module that is not an installed package (the script's own modules are the
+    user's code, which a warm process never runs) and where the script changed its working
+    directory first. A package still importing when torch's import completed (`import
+    lightning` before `import torch`) comes first. A name's place is that of its last lookup
+    before it was loaded: a package probed with importlib.util.find_spec (transformers probes
+    dozens) and imported later takes the place of its import. It only looks, and never
+    raises: every import goes on as it would."""
 
     def __init__(self, snap: dict) -> None:
         self.launch = snap["env"]
@@ -138,9 +141,8 @@ class PackageWatch(MetaPathFinder):
         self.stopped: str | None = None
         self.last: dict = {}
         self.changed: dict = {}  # the variables changed since the script started: {name: value or None}
-        self.names: list[str] = []
-        self.envs: list[dict] = []
-        self.seen = {n.partition(".")[0] for n in list(sys.modules)}
+        self.order: dict[str, tuple[int, dict]] = {}  # name -> (sequence of its last lookup, environment then)
+        self.seq = 0
         for n in list(sys.modules):
             if "." not in n and _initializing(n) and _third_party_name(n):
                 self._add(n)
@@ -151,46 +153,51 @@ class PackageWatch(MetaPathFinder):
             self.last = now
             keys = set(now) | set(self.launch)
             self.changed = {k: now.get(k) for k in sorted(keys) if now.get(k) != self.launch.get(k)}
-        self.names.append(name)
-        self.envs.append(self.changed)
+        self.seq += 1
+        self.order[name] = (self.seq, self.changed)
 
     def find_spec(self, fullname, path=None, target=None):
-        if "." not in fullname and fullname not in self.seen and self.stopped is None:
-            self.seen.add(fullname)
-            if _third_party_name(fullname):
+        try:
+            if "." not in fullname and self.stopped is None and _third_party_name(fullname):
                 if _cwd() != self.cwd:  # a package may read its directory at import: the warm process has another
                     self.stopped = f"the script changed its working directory before importing {fullname}"
                 else:
                     self._add(fullname)
+        except Exception:  # never the script's problem
+            pass
         return None
 
     def finish(self) -> tuple[dict, list[dict]]:
-        """Stop watching. Returns the "packages" event ({names, env: the names of the variables
-        changed by each one's import, stopped: why the list ends early}) and an "env" event of
-        values for each package imported under a changed environment (the parent keeps those in
-        memory only: they may be secrets)."""
+        """Stop watching. Returns the "packages" event ({names, where: each one's folder, env:
+        the names of the variables changed by each one's import, stopped: why the list ends
+        early}) and an "env" event of values for each package imported under a changed
+        environment (the parent keeps those in memory only: they may be secrets)."""
         try:
             sys.meta_path.remove(self)
         except ValueError:
             pass
         roots = _install_roots()
-        names, env_names, values, stopped = [], [], [], self.stopped
-        for n, env in zip(self.names, self.envs):
-            if n not in sys.modules:  # an optional import that failed: nothing to repeat
+        names, where, env_names, values, stopped = [], [], [], [], self.stopped
+        for n, (_seq, env) in sorted(self.order.items(), key=lambda kv: kv[1][0]):
+            if n not in sys.modules:  # looked up, never loaded (an optional import that failed): nothing to repeat
                 continue
-            where = _location(sys.modules[n])
-            if where is None or not where.startswith(roots):
+            place = module_location(sys.modules[n])
+            if place is None or not place.startswith(roots):
                 stopped = f"{n} is not an installed package"
                 break
             names.append(n)
+            where.append(place)
             env_names.append(sorted(env))
             if env:
                 values.append({"e": "env", "m": n, "values": env})
-        return {"e": "packages", "names": names, "env": env_names, "stopped": stopped}, values
+        return {"e": "packages", "names": names, "where": where, "env": env_names, "stopped": stopped}, values
 
 
-def watch_packages(snap: dict) -> PackageWatch:
-    w = PackageWatch(snap)
+def watch_packages(snap: dict) -> PackageWatch | None:
+    try:
+        w = PackageWatch(snap)
+    except Exception:  # the script's import of torch goes on; the stages after it start without its packages
+        return None
     sys.meta_path.insert(0, w)
     return w
 
@@ -208,15 +215,21 @@ def _third_party_name(name: str) -> bool:
 
 
 def _initializing(name: str) -> bool:
-    return bool(getattr(getattr(sys.modules.get(name), "__spec__", None), "_initializing", False))
+    try:
+        return bool(getattr(getattr(sys.modules.get(name), "__spec__", None), "_initializing", False))
+    except Exception:
+        return False
 
 
-def _location(mod) -> str | None:
-    path = getattr(mod, "__file__", None)
-    if not path:
-        paths = list(getattr(mod, "__path__", None) or [])
-        path = paths[0] if paths else None
-    return os.path.realpath(path) if path else None
+def module_location(mod) -> str | None:
+    try:
+        path = getattr(mod, "__file__", None)
+        if not path:
+            paths = list(getattr(mod, "__path__", None) or [])
+            path = paths[0] if paths else None
+        return os.path.realpath(path) if isinstance(path, str) else None
+    except Exception:  # a lazy module object may raise on attribute access
+        return None
 
 
 def _install_roots() -> tuple[str, ...]:

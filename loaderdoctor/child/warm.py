@@ -39,8 +39,11 @@ def _send(sock: socket.socket, msg: dict) -> None:
     sock.sendall((json.dumps(msg) + "\n").encode())
 
 
-def _child(req: dict, fds: list[int], sock: socket.socket) -> None:
-    """In the forked runner: become what a cold `python -m loaderdoctor.child.runner` would be."""
+def _child(req: dict, fds: list[int], sock: socket.socket, by_imports: dict) -> None:
+    """In the forked runner: become what a cold `python -m loaderdoctor.child.runner` would be:
+    the stage's environment, plus what the preloaded imports set in it (MONAI sets
+    CUBLAS_WORKSPACE_CONFIG, Lightning PYTORCH_NVML_BASED_CUDA_CHECK when imported): the
+    script's own imports of them are no-ops here, so the variables are set as they would have."""
     try:
         sock.close()
         os.setsid()
@@ -53,6 +56,11 @@ def _child(req: dict, fds: list[int], sock: socket.socket) -> None:
             os.close(fd)
         os.environ.clear()
         os.environ.update(req["env"])
+        for k, v in by_imports.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         os.environ[EVENT_FD_ENV] = str(event_fd)
         os.chdir(req["cwd"])
         np = sys.modules.get("numpy")
@@ -70,7 +78,7 @@ def _child(req: dict, fds: list[int], sock: socket.socket) -> None:
     os._exit(1)
 
 
-def serve(sock: socket.socket) -> None:
+def serve(sock: socket.socket, by_imports: dict | None = None) -> None:
     buf, fds = b"", []
     while True:
         data, got, _flags, _addr = socket.recv_fds(sock, 1 << 16, MAX_FDS)
@@ -92,7 +100,7 @@ def serve(sock: socket.socket) -> None:
         _reap()
         pid = os.fork()
         if pid == 0:
-            _child(req, fds, sock)
+            _child(req, fds, sock, by_imports or {})
         for fd in fds:
             os.close(fd)
         fds = []
@@ -116,15 +124,16 @@ def _reap() -> None:
             return
 
 
-def _read_plan(sock: socket.socket) -> list[dict]:
+def _read_plan(sock: socket.socket) -> tuple[list[dict], str | None]:
     buf = b""
     while not buf.endswith(b"\n"):
         data = sock.recv(1 << 16)
         if not data:
             os._exit(0)
         buf += data
-    steps = json.loads(buf).get("steps") or []
-    return steps if steps and steps[0].get("m") == "torch" else [{"m": "torch", "env": {}}, *steps]
+    msg = json.loads(buf)
+    steps = msg.get("steps") or []
+    return (steps if steps and steps[0].get("m") == "torch" else [{"m": "torch", "env": {}}, *steps]), msg.get("path0")
 
 
 def _cuda_initialized() -> bool:
@@ -153,12 +162,15 @@ def main(argv: list[str] | None = None) -> None:
     sock = socket.socket(fileno=int(argv[0]))
     import importlib
 
-    plan = _read_plan(sock)
+    plan, path0 = _read_plan(sock)
+    if path0 and sys.path:  # the script's folder, where the runner puts it (`-m` put the working directory)
+        sys.path[0] = path0
     launch = dict(os.environ)
     new: dict[str, list[str]] = {}
     torch_exts: list[str] = []
     torch_threads = 1
     counts: list[dict] = []  # the threads after each import (orchestrate/warmstart.py decides)
+    by_imports: dict[str, str | None] = {}  # variables the imports themselves set (None: removed)
     for step in plan:  # torch, then its lazy parts, each under the environment the script had then
         os.environ.clear()
         os.environ.update(launch)
@@ -169,15 +181,20 @@ def main(argv: list[str] | None = None) -> None:
                 os.environ[k] = v
         from loaderdoctor.child import torchhook
 
+        given = dict(os.environ)
         try:
             for name in step.get("pre") or []:  # what the script loaded before torch, in its order
                 importlib.import_module(name)
             before = set(torchhook.loaded_extensions())
-            importlib.import_module(step["m"])
-        except Exception as exc:  # the baseline imported it: say so and leave, the parent starts again without it
+            mod = importlib.import_module(step["m"])
+            if step.get("where") and torchhook.module_location(mod) != step["where"]:
+                raise ImportError(f"found at {torchhook.module_location(mod)}, the baseline's at {step['where']}")
+        except BaseException as exc:  # the baseline imported it: say so and leave, the parent starts again without it
             _send(sock, {"ready": False, "failed_step": step["m"], "error": repr(exc)[:500]})
             os._exit(1)
         new[step["m"]] = sorted(set(torchhook.loaded_extensions()) - before)
+        now = dict(os.environ)
+        by_imports.update({k: now.get(k) for k in set(given) | set(now) if given.get(k) != now.get(k)})
         counts.append({"m": step["m"], "threads": threading.active_count(), "os_threads": _os_threads(),
                        "cuda": _cuda_initialized()})
         if step["m"] == "torch":
@@ -192,9 +209,9 @@ def main(argv: list[str] | None = None) -> None:
     _send(sock, {"ready": True, "pid": os.getpid(), "torch": torch.__version__,
                  "extensions": torchhook.loaded_extensions(), "torch_extensions": torch_exts, "new": new,
                  "threads": threading.active_count(), "os_threads": _os_threads(), "torch_os_threads": torch_threads,
-                 "preloaded": [s["m"] for s in plan], "steps": counts})
+                 "preloaded": [s["m"] for s in plan], "steps": counts, "set_by_imports": sorted(by_imports)})
     try:
-        serve(sock)
+        serve(sock, by_imports)
     except (OSError, ValueError):
         pass
     os._exit(0)

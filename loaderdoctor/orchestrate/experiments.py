@@ -85,8 +85,12 @@ class Ctx:
         with its baseline never pays for one)."""
         if not self.warm_tried:
             self.warm_tried = True
-            _import_for_the_report()
+            opening = getattr(self.opts, "warm_start", True) and warmstart.why_not(
+                self.session.stage("baseline") or {}, self.target.kind, getattr(self.opts, "nproc_per_node", None)) is None
+            imports = _import_for_the_report() if opening else None
             self.warm = warmstart.open_for(self.session, self.target.kind, self.opts, self.run_dir, self.baseline_env)
+            if imports is not None:  # done long before the warm process is ready; never into a stage's measurement
+                imports.join(timeout=30)
         return self.warm
 
     def close(self) -> None:
@@ -300,10 +304,10 @@ def confirm(ctx: Ctx, settings: dict) -> None:
         pairs.append(pair)
 
 
-def _import_for_the_report() -> None:
+def _import_for_the_report():
     """While the warm process imports (no stage runs: a core is idle here), import what
     writing the report needs (matplotlib, pandas: ~0.7 s) in a thread of this process, off
-    the end of the probe. The report's own import waits for it (the import lock) if needed."""
+    the end of the probe; the caller joins it before the next stage starts."""
     import threading
 
     def imports() -> None:
@@ -314,7 +318,9 @@ def _import_for_the_report() -> None:
         except Exception:  # the report imports them again, and says what failed
             pass
 
-    threading.Thread(target=imports, name="loaderdoctor-report-imports", daemon=True).start()
+    thread = threading.Thread(target=imports, name="loaderdoctor-report-imports", daemon=True)
+    thread.start()
+    return thread
 
 
 START_METHODS = ("fork", "spawn", "forkserver")

@@ -74,6 +74,7 @@ def plan(baseline: dict, env_values: dict) -> tuple[list[dict], str | None]:
     items = [("torch", hello.get("before_torch") or {})]
     pk = next((ev for ev in events if ev.get("e") == "packages"), None) or {}
     packages = set(pk.get("names") or [])
+    where = dict(zip(pk.get("names") or [], pk.get("where") or []))
     items += [(name, {"env": keys, "extensions": []}) for name, keys in zip(pk.get("names") or [], pk.get("env") or [])]
     items += [(ev.get("m"), ev["before"]) for ev in events if ev.get("e") == "import" and ev.get("before") is not None]
     steps: list[dict] = []
@@ -87,6 +88,8 @@ def plan(baseline: dict, env_values: dict) -> tuple[list[dict], str | None]:
         if name not in (s["m"] for s in steps):
             steps.append({"m": name, "env": {k: values[k] for k in names}, "before": list(before.get("extensions") or []),
                           "package": name in packages})
+            if name in where:  # where the baseline found it: the warm process must find the same
+                steps[-1]["where"] = where[name]
     return steps, None
 
 
@@ -109,7 +112,8 @@ def open_for(session, kind: str, opts, run_dir: str, env_values: dict | None = N
         os.makedirs(os.path.dirname(log), exist_ok=True)
         torch_version = (_hello(base) or {}).get("torch")
         while warm is None:
-            warm = WarmStart(base_env(), os.getcwd(), log, steps)
+            path = (getattr(session, "target", None) or {}).get("path")
+            warm = WarmStart(base_env(), os.getcwd(), log, steps, os.path.dirname(os.path.abspath(path)) if path else None)
             why, late = warm.usable(torch_version, steps)
             if why is None and late:  # a lazy part would load a package ahead of the script's order: without it
                 warm.close()
@@ -121,6 +125,7 @@ def open_for(session, kind: str, opts, run_dir: str, env_values: dict | None = N
         notes["ready_s"] = round(warm.seconds, 3) if warm else None
         notes["preloaded"] = [s["m"] for s in steps] if warm else []
         notes["env_set_first"] = sorted({k for s in steps for k in s["env"]}) if warm else []
+        notes["env_set_by_imports"] = list(warm.info.get("set_by_imports") or []) if warm else []
     notes.update(used=warm is not None, why=why)
     return warm
 
@@ -164,7 +169,7 @@ class Forked:
 
 
 class WarmStart:
-    def __init__(self, env: dict, cwd: str, log_path: str, steps: list[dict] | None = None):
+    def __init__(self, env: dict, cwd: str, log_path: str, steps: list[dict] | None = None, path0: str | None = None):
         self.proc: subprocess.Popen | None = None
         self.sock: socket.socket | None = None
         self.buf = b""
@@ -189,8 +194,9 @@ class WarmStart:
             theirs.close()
         self.sock = ours
         try:  # the import plan goes through the socket: its values may be secrets (never argv)
-            ours.sendall((json.dumps({"steps": [{"m": s["m"], "env": s["env"], "pre": s["before"] if s["m"] == "torch" else []}
-                                            for s in steps or []]}) + "\n").encode())
+            ours.sendall((json.dumps({"path0": path0, "steps": [
+                {"m": s["m"], "env": s["env"], "pre": s["before"] if s["m"] == "torch" else [], "where": s.get("where")}
+                for s in steps or []]}) + "\n").encode())
         except OSError:
             pass
         try:

@@ -149,3 +149,18 @@ def test_the_package_list_ends_where_the_script_changed_directory(installed, tmp
     finally:
         event, _ = watch.finish()
     assert event["names"] == [installed["a"]] and "working directory" in event["stopped"]
+
+
+def test_a_package_probed_early_and_imported_later_takes_the_place_of_its_import(installed, monkeypatch):
+    import importlib.util
+
+    watch = torchhook.watch_packages(torchhook.snapshot())
+    try:
+        assert importlib.util.find_spec(installed["b"]) is not None  # transformers-style availability probe
+        importlib.import_module(installed["a"])
+        monkeypatch.setenv("LD_WATCH_LATE", "1")
+        importlib.import_module(installed["b"])
+    finally:
+        event, values = watch.finish()
+    assert event["names"] == [installed["a"], installed["b"]] and event["env"] == [[], ["LD_WATCH_LATE"]]
+    assert event["where"][0].endswith(os.path.join("site-packages", installed["a"], "__init__.py"))

@@ -212,3 +212,28 @@ def test_the_zipped_loader_the_step_waits_on_is_training_and_the_other_says_it_f
     assert roles[0]["optimizer_steps"] == roles[1]["optimizer_steps"] == 10
     role, why = stepstats.role_of(0, 1, roles)
     assert role == "other" and "consumed together with the training loader" in why and "10 of the same" in why
+
+
+def test_the_baseline_in_the_confirms_first_pair_is_read_over_as_many_steps_as_a_confirm_run():
+    """The baseline measured 50 steps, the confirm's runs 30: the first pair compares the
+    baseline's first 30 (after its warm-up) with the run's, not a longer stretch."""
+    from loaderdoctor.analysis import tables
+
+    ev, t = [{"e": "it", "l": 0, "t": 0.0, "workers": []}], 0.0
+    for i in range(60):  # slow for the first 34 batches, then fast
+        w = 0.020 if i < 34 else 0.001
+        t += w + 0.005
+        ev.append({"e": "b", "l": 0, "i": i, "w": w, "c": None if i == 0 else 0.005, "n": 8, "t": t,
+                   **({"s": 0.02, "g": 1} if i == 0 else {})})
+        ev.append({"e": "o", "l": 0, "t": t, "f": 0.001 if i else None})
+    ev.append({"e": "end", "l": 0, "c": 0.005, "why": "stop"})
+
+    class _Session:
+        def stage(self, name):
+            return {"name": name, "status": "ok", "events": ev}
+
+    whole = tables._run_rate(_Session(), "baseline", 3)
+    first = tables._run_rate(_Session(), "baseline", 3, steps=30)
+    assert first == pytest.approx(8 / 0.025, rel=0.02)  # only the slow stretch, as a 30-step run would see
+    assert whole > 1.3 * first
+    assert tables._run_rate(_Session(), "baseline", 3, steps=500) == whole  # a longer run: nothing to cut

@@ -91,7 +91,7 @@ def test_a_lazy_part_is_dropped_only_when_preloading_it_could_change_a_native_lo
 
 def test_the_plan_imports_the_scripts_installed_packages_after_torch_each_under_its_environment():
     base = _base({"env": [], "extensions": []}, imports=[("torch._dynamo", {"env": [], "extensions": []})])
-    base["events"].append({"e": "packages", "names": ["monai", "cv2", "scipy"],
+    base["events"].append({"e": "packages", "names": ["monai", "cv2", "scipy"], "where": ["/sp/monai", "/sp/cv2", "/sp/scipy"],
                            "env": [[], ["LD_LIBRARY_PATH"], ["LD_LIBRARY_PATH", "SECRET"]], "stopped": "mylib ..."})
     values = {"cv2": {"LD_LIBRARY_PATH": "/x"}, "scipy": {"LD_LIBRARY_PATH": "/x", "SECRET": "s"}}
     steps, why = warmstart.plan(base, values)
@@ -99,6 +99,7 @@ def test_the_plan_imports_the_scripts_installed_packages_after_torch_each_under_
     assert [(s["m"], s["env"], s["package"]) for s in steps] == [
         ("torch", {}, False), ("monai", {}, True), ("cv2", {"LD_LIBRARY_PATH": "/x"}, True),
         ("scipy", {"LD_LIBRARY_PATH": "/x", "SECRET": "s"}, True), ("torch._dynamo", {}, False)]
+    assert [s.get("where") for s in steps] == [None, "/sp/monai", "/sp/cv2", "/sp/scipy", None]  # checked there
     # a package whose values did not arrive ends the plan there: the script's order is kept as a prefix
     steps, _ = warmstart.plan(base, {"cv2": {"LD_LIBRARY_PATH": "/x"}})
     assert [s["m"] for s in steps] == ["torch", "monai", "cv2"]

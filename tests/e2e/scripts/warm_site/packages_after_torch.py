@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 if __name__ == "__main__":
     print("pkg", ldwarmpkg.FLAG, "here" if ldwarmpkg.PID == os.getpid() else "ahead",
-          "local", "here" if ldwarmlocal.PID == os.getpid() else "ahead", flush=True)
+          "local", "here" if ldwarmlocal.PID == os.getpid() else "ahead",
+          "set", os.environ.get("LD_WARM_SET_BY_PKG"), flush=True)
     model = torch.nn.Linear(8, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     data = TensorDataset(torch.randn(512, 8), torch.randint(0, 2, (512,)))
