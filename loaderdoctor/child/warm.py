@@ -145,6 +145,22 @@ def _cuda_initialized() -> bool:
         return False
 
 
+def _named_threads() -> int:
+    """Native threads named otherwise than the process (grpc, TensorFlow, a server's pool name
+    theirs; the BLAS pools numpy, scipy and OpenCV start when loaded do not)."""
+    try:
+        tasks = os.listdir("/proc/self/task")
+        with open("/proc/self/comm") as f:
+            own = f.read().strip()
+        named = 0
+        for t in tasks:
+            with open(f"/proc/self/task/{t}/comm") as f:
+                named += f.read().strip() != own
+        return named
+    except OSError:
+        return 0
+
+
 def _os_threads() -> int:
     try:
         return len(os.listdir("/proc/self/task"))
@@ -196,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
         now = dict(os.environ)
         by_imports.update({k: now.get(k) for k in set(given) | set(now) if given.get(k) != now.get(k)})
         counts.append({"m": step["m"], "threads": threading.active_count(), "os_threads": _os_threads(),
-                       "cuda": _cuda_initialized()})
+                       "named_threads": _named_threads(), "cuda": _cuda_initialized()})
         if step["m"] == "torch":
             torch_exts = torchhook.loaded_extensions()
             torch_threads = _os_threads()  # torch's own (a BLAS pool): a DataLoader fork worker is forked with it too

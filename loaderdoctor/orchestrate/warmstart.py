@@ -134,15 +134,17 @@ def _first_threaded(counts: list[dict], lazy_parts: set) -> str | None:
     """The first import after torch that started a Python thread (a thread of the
     interpreter would be lost in every fork, half-way through whatever it was doing) or
     initialised CUDA (a forked process cannot use it), or, for torch's own lazy parts, any
-    thread. A package may start native threads: the idle pools
-    of the BLAS libraries numpy, scipy and OpenCV bring (their load starts them), which stop
-    for a fork and start again in the child, as in every DataLoader worker forked after those
-    imports (torch's own import starts one of them: numpy's)."""
-    py, native = counts[0].get("threads", 1), counts[0].get("os_threads", 1)
+    thread. A package may start unnamed native threads: the idle pools of the BLAS libraries
+    numpy, scipy and OpenCV bring (their load starts them), which stop for a fork and start
+    again in the child, as in every DataLoader worker forked after those imports (torch's own
+    import starts one of them: numpy's); a thread named otherwise than the process (grpc's,
+    TensorFlow's) leaves its package out."""
+    py, native, named = counts[0].get("threads", 1), counts[0].get("os_threads", 1), counts[0].get("named_threads", 0)
     for c in counts[1:]:
-        if c.get("threads", 1) > py or c.get("cuda") or (c["m"] in lazy_parts and c.get("os_threads", 1) > native):
+        if c.get("threads", 1) > py or c.get("cuda") or c.get("named_threads", 0) > named \
+                or (c["m"] in lazy_parts and c.get("os_threads", 1) > native):
             return c["m"]
-        py, native = c.get("threads", 1), c.get("os_threads", 1)
+        py, native, named = c.get("threads", 1), c.get("os_threads", 1), c.get("named_threads", 0)
     return None
 
 

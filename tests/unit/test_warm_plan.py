@@ -115,6 +115,9 @@ def test_a_package_may_bring_native_pools_but_not_a_python_thread():
     threaded = [dict(c) for c in pools]
     threaded[2]["threads"] = threaded[3]["threads"] = 2  # wandb started a Python thread
     assert _ready(steps=threaded).usable("2.13.0", steps) == (None, ["wandb", "torch._dynamo"])
+    named = [dict(c) for c in pools]
+    named[2]["named_threads"] = named[3]["named_threads"] = 1  # wandb started a native thread with a name of its own
+    assert _ready(steps=named).usable("2.13.0", steps) == (None, ["wandb", "torch._dynamo"])
     cuda = [dict(c) for c in pools]
     cuda[1]["cuda"] = True  # monai's import initialised CUDA: it and what follows are left out
     assert _ready(steps=cuda).usable("2.13.0", steps) == (None, ["monai", "wandb", "torch._dynamo"])
