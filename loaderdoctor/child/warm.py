@@ -5,8 +5,8 @@
 extensions the script loaded before it, in its order), the installed packages the script
 imported next, and the lazy parts of torch the baseline imported, each with the environment
 variables the script had set by then (with their values: that is why it comes through the
-socket, not the command line). It makes
-those imports once, each under that environment, says what they loaded, and then,
+socket, not the command line). It makes those imports once, each under that environment,
+says what they loaded, and then,
 per request (a JSON line with the stage's spec path, environment and working directory,
 and three file descriptors: the event pipe, stdout, stderr), forks a runner: a new
 session, the stage's files on fds 1 and 2, the stage's exact environment and directory,
@@ -43,7 +43,8 @@ def _child(req: dict, fds: list[int], sock: socket.socket, by_imports: dict) -> 
     """In the forked runner: become what a cold `python -m loaderdoctor.child.runner` would be:
     the stage's environment, plus what the preloaded imports set in it (MONAI sets
     CUBLAS_WORKSPACE_CONFIG, Lightning PYTORCH_NVML_BASED_CUDA_CHECK when imported): the
-    script's own imports of them are no-ops here, so the variables are set as they would have."""
+    script's own imports of them are no-ops here, so the variables are set here as a cold run's
+    imports would set them."""
     try:
         sock.close()
         os.setsid()
