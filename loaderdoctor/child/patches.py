@@ -109,7 +109,7 @@ def _install_copy_hooks(copies: Any) -> None:
     from loaderdoctor.child import h2d
 
     for name in ("to", "cuda"):
-        orig = torch.Tensor.__dict__.get(name) or getattr(torch.Tensor, name)
+        orig = getattr(torch.Tensor, name)
         _PATCHED.append((torch.Tensor, name, torch.Tensor.__dict__.get(name, _INHERITED)))
         setattr(torch.Tensor, name, h2d.wrap(copies, orig))
 

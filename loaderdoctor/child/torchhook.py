@@ -112,9 +112,12 @@ def loaded_extensions() -> list[str]:
     return sorted(m for m in list(sys.modules) if _foreign_extension(m))
 
 
+def _stdlib_or_ours(top: str) -> bool:
+    return top in getattr(sys, "stdlib_module_names", ()) or top in OURS
+
+
 def _foreign_extension(name: str) -> bool:
-    top = name.partition(".")[0]
-    if top in getattr(sys, "stdlib_module_names", ()) or top in OURS:
+    if _stdlib_or_ours(name.partition(".")[0]):
         return False
     mod = sys.modules.get(name)
     path = getattr(mod, "__file__", None) or ""
@@ -210,8 +213,7 @@ def _cwd() -> str | None:
 
 
 def _third_party_name(name: str) -> bool:
-    return not (name.startswith("_") or name in getattr(sys, "stdlib_module_names", ()) or name in OURS
-                or name in ("torch", "__main__", "__mp_main__"))
+    return not (name.startswith("_") or _stdlib_or_ours(name) or name in ("torch", "__main__", "__mp_main__"))
 
 
 def _initializing(name: str) -> bool:

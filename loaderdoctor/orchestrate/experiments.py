@@ -85,12 +85,8 @@ class Ctx:
         with its baseline never pays for one)."""
         if not self.warm_tried:
             self.warm_tried = True
-            opening = getattr(self.opts, "warm_start", True) and warmstart.why_not(
-                self.session.stage("baseline") or {}, self.target.kind, getattr(self.opts, "nproc_per_node", None)) is None
-            imports = _import_for_the_report() if opening else None
-            self.warm = warmstart.open_for(self.session, self.target.kind, self.opts, self.run_dir, self.baseline_env)
-            if imports is not None:  # done long before the warm process is ready; never into a stage's measurement
-                imports.join(timeout=30)
+            self.warm = warmstart.open_for(self.session, self.target.kind, self.opts, self.run_dir, self.baseline_env,
+                                           meanwhile=_import_for_the_report)
         return self.warm
 
     def close(self) -> None:
@@ -307,7 +303,7 @@ def confirm(ctx: Ctx, settings: dict) -> None:
 def _import_for_the_report():
     """While the warm process imports (no stage runs: a core is idle here), import what
     writing the report needs (matplotlib, pandas: ~0.7 s) in a thread of this process, off
-    the end of the probe; the caller joins it before the next stage starts."""
+    the end of the probe; warmstart.open_for joins it before the next stage starts."""
     import threading
 
     def imports() -> None:

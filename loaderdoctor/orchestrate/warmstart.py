@@ -34,7 +34,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from typing import Callable
 
 from loaderdoctor.protocol import PARENT_PID_ENV
 
@@ -93,10 +95,13 @@ def plan(baseline: dict, env_values: dict) -> tuple[list[dict], str | None]:
     return steps, None
 
 
-def open_for(session, kind: str, opts, run_dir: str, env_values: dict | None = None) -> "WarmStart | None":
+def open_for(session, kind: str, opts, run_dir: str, env_values: dict | None = None,
+             meanwhile: Callable[[], threading.Thread] | None = None) -> "WarmStart | None":
     """The warm process for this probe's stages after the baseline, or None (cold starts);
     what was decided and why goes into session.notes["warm_start"] (the names of the
-    variables the script set first, never their values)."""
+    variables the script set first, never their values). `meanwhile` starts a thread of
+    this process's own work while the warm process imports (no stage runs then); it is
+    joined before this returns."""
     from loaderdoctor.orchestrate.supervise import base_env
 
     notes = session.notes.setdefault("warm_start", {})
@@ -111,8 +116,9 @@ def open_for(session, kind: str, opts, run_dir: str, env_values: dict | None = N
         log = os.path.join(run_dir, "stages", "warm-start.log")
         os.makedirs(os.path.dirname(log), exist_ok=True)
         torch_version = (_hello(base) or {}).get("torch")
+        side = meanwhile() if meanwhile else None
+        path = (getattr(session, "target", None) or {}).get("path")
         while warm is None:
-            path = (getattr(session, "target", None) or {}).get("path")
             warm = WarmStart(base_env(), os.getcwd(), log, steps, os.path.dirname(os.path.abspath(path)) if path else None)
             why, late = warm.usable(torch_version, steps)
             if why is None and late:  # a lazy part would load a package ahead of the script's order: without it
@@ -122,6 +128,8 @@ def open_for(session, kind: str, opts, run_dir: str, env_values: dict | None = N
                 warm.close()
                 warm = None
                 break
+        if side is not None:  # done long before the warm process is ready; never into a stage's measurement
+            side.join(timeout=30)
         notes["ready_s"] = round(warm.seconds, 3) if warm else None
         notes["preloaded"] = [s["m"] for s in steps] if warm else []
         notes["env_set_first"] = sorted({k for s in steps for k in s["env"]}) if warm else []
