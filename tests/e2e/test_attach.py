@@ -21,7 +21,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from conftest import run_cli  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.shares_machine]
 
 SCRIPTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scripts", "attach")
 ATTACH_TIMEOUT = 60   # bound on one `loaderdoctor attach` run
@@ -189,6 +189,7 @@ def test_hang_in_the_step(tmp_path):
 # ---------------------------------------------------------------- healthy targets
 
 
+@pytest.mark.alone
 def test_data_bound(tmp_path):
     with target("data_bound.py", tmp_path) as (proc, progress):
         res, r = attach(proc.pid, tmp_path / "out", "--duration", DURATION)
@@ -212,6 +213,7 @@ def test_data_bound(tmp_path):
         assert_still_progressing(proc, progress)
 
 
+@pytest.mark.alone
 def test_compute_bound(tmp_path):
     with target("compute_bound.py", tmp_path) as (proc, progress):
         res, r = attach(proc.pid, tmp_path / "out", "--duration", DURATION)
@@ -223,6 +225,7 @@ def test_compute_bound(tmp_path):
         assert_still_progressing(proc, progress)
 
 
+@pytest.mark.alone
 def test_launcher_pid_under_torchrun(tmp_path):
     """The PID given is torchrun's: the training process is found among its descendants."""
     progress = str(tmp_path / "rank.steps")

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import CLI_TIMEOUT, run_cli, script
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.shares_machine]
 
 
 def probe(tmp_path, name, *args):

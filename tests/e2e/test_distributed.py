@@ -92,6 +92,7 @@ def test_merge_joins_two_runs(straggler_run, healthy_run, tmp_path):
     assert res.returncode == 2 and "LOADERDOCTOR_RUN_ID" in res.stderr
 
 
+@pytest.mark.shares_machine
 def test_worker_blocked_in_one_rank_is_the_culprit(tmp_path):
     t = time.monotonic()
     res = run_cli("check", dist("hang_worker.py"), "--nproc-per-node", "2", "--timeout", "4",

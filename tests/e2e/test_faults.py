@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from conftest import run_cli, script
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.shares_machine]
 
 
 def fault(name):

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import CLI_TIMEOUT, run_cli, script
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.shares_machine]
 
 TIMEOUT = "3"
 FIRST = "5"
@@ -165,6 +165,7 @@ def test_stack_dump_contains_every_process(tmp_path):
     assert sum(f.startswith("worker-") for f in files) == 2 and sum(f.startswith("main-") for f in files) == 1
 
 
+@pytest.mark.alone
 def test_spawn_hang_leaves_no_shared_memory_behind(tmp_path):
     before = set(os.listdir("/dev/shm"))
     res, _ = check("spawn_hang.py", out=tmp_path)
@@ -207,6 +208,7 @@ def memory_limited_cgroup(limit: int):
             time.sleep(0.2)
 
 
+@pytest.mark.alone
 def test_worker_killed_by_the_oom_killer_is_worker_oom(tmp_path):
     """A real OOM kill: the run under a 1 GiB memory cgroup, the workers' cache growing."""
     with memory_limited_cgroup(2**30) as cg:

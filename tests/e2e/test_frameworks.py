@@ -15,7 +15,7 @@ import re
 import pytest
 from conftest import run_cli, script
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.shares_machine]
 
 TV_PYTHON = os.environ.get("LOADERDOCTOR_TV_PYTHON")
 ALL = "baseline,loader-only,workers,transforms,context,confirm"

@@ -12,6 +12,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from loaderdoctor import LoaderUnhealthy, assert_loader_healthy
 
+pytestmark = pytest.mark.shares_machine
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 

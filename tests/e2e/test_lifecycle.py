@@ -15,7 +15,7 @@ import time
 import pytest
 from conftest import run_processes_left, script
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.shares_machine]
 
 
 def _start(tmp_path, name, *args):

@@ -10,7 +10,7 @@ from nbclient import NotebookClient
 
 from conftest import run_cli
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.shares_machine]
 NOTEBOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "notebooks")
 
 

@@ -5,7 +5,7 @@ from conftest import script
 from loaderdoctor.analysis.stepstats import loaders_from_events
 from loaderdoctor.orchestrate.supervise import StageSpec, run_stage
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.shares_machine]
 
 
 def test_override_num_workers_and_context_at_one_site(tmp_path):

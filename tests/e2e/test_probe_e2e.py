@@ -11,7 +11,7 @@ import pytest
 
 from conftest import CLI_TIMEOUT, run_cli, script
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.shares_machine]
 
 
 def _report(out_dir):
@@ -19,6 +19,7 @@ def _report(out_dir):
         return json.load(f)
 
 
+@pytest.mark.alone
 def test_sleeping_getitem_is_data_bound(tmp_path):
     res = run_cli("probe", "--stages", "baseline", script("slow_getitem.py"), "--out", str(tmp_path), "--steps", "20", "-q")
     assert res.returncode == 0, res.stderr
@@ -36,6 +37,7 @@ def test_sleeping_getitem_is_data_bound(tmp_path):
     assert os.path.exists(tmp_path / "report.md")
 
 
+@pytest.mark.alone
 def test_in_memory_wide_mlp_is_compute_bound(tmp_path):
     res = run_cli("probe", "--stages", "baseline", script("compute_bound.py"), "--out", str(tmp_path), "--steps", "20", "-q")
     assert res.returncode == 0, res.stderr
@@ -162,6 +164,7 @@ def _interrupt_after_first_batch(command, tmp_path, *args):
     return proc.returncode, err, made
 
 
+@pytest.mark.alone
 def test_ctrl_c_ends_everything_and_keeps_a_partial_report(tmp_path):
     code, err, shm_left = _interrupt_after_first_batch("probe", tmp_path)
     assert code == 130, err
@@ -172,6 +175,7 @@ def test_ctrl_c_ends_everything_and_keeps_a_partial_report(tmp_path):
     assert r["stages"][0]["status"] == "failed" and "interrupted" in r["stages"][0]["detail"]
 
 
+@pytest.mark.alone
 def test_ctrl_c_on_check_ends_everything(tmp_path):
     code, err, shm_left = _interrupt_after_first_batch("check", tmp_path, "--timeout", "30")
     assert code == 130, err
@@ -179,6 +183,7 @@ def test_ctrl_c_on_check_ends_everything(tmp_path):
     assert not shm_left, f"left in /dev/shm: {sorted(shm_left)}"
 
 
+@pytest.mark.alone
 def test_demo_runs_without_a_target(tmp_path):
     # the full default plan on the demo, with one confirm pair (its five: benchmarks/time_to_verdict.py)
     res = run_cli("probe", "--out", str(tmp_path), "--steps", "20", "--repeats", "1")

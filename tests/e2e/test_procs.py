@@ -7,8 +7,11 @@ import sys
 import time
 
 import psutil
+import pytest
 
 from loaderdoctor.observe import procs
+
+pytestmark = pytest.mark.shares_machine
 
 # A parent that never reaps: its child, once killed, stays a zombie for as long as it lives.
 PARENT = ("import subprocess, sys, time\n"

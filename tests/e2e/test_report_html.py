@@ -9,6 +9,8 @@ import pytest
 
 from conftest import run_cli, script
 
+pytestmark = pytest.mark.shares_machine
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 

@@ -9,7 +9,7 @@ from tracecheck import closed_batches, key, problems, spans, thread_names
 
 from loaderdoctor.render.trace import build_trace, render
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.shares_machine]
 
 
 def test_trace_of_a_real_probe(tmp_path):

@@ -11,7 +11,7 @@ import sys
 import pytest
 from conftest import CLI_TIMEOUT, run_processes_left, script
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.shares_machine]
 
 
 def _probe(tmp_path, name, *args):
