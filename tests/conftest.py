@@ -77,10 +77,10 @@ def run_cli(*args, timeout: float = CLI_TIMEOUT, env: dict | None = None, cwd: s
 # itself: it runs alone. Tests marked `shares_machine` (hangs, crashes, forensics, framework
 # runs that check every stage runs, usage errors) and the unit tier may run two at a time;
 # `alone` overrides a module's shares_machine for one test (one that reads /dev/shm or the
-# machine's OOM counters, or asserts a verdict from timing). A
-# readers-writer lock over files every worker of the run opens: an alone test takes the
-# turnstile (no new test starts) and then the room exclusively; a sharing test passes the
-# turnstile and takes the room shared. Every wait is bounded.
+# machine's OOM counters, or asserts a verdict from timing). It is a readers-writer lock over
+# two files every worker of the run opens: an alone test takes the turnstile (no new test
+# starts) and then the room exclusively; a sharing test passes the turnstile and takes the
+# room shared. Every wait is bounded.
 LOCK_WAIT = 1800  # longer than any test; reaching it means a worker died holding a lock
 
 
