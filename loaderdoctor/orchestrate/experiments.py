@@ -8,7 +8,7 @@ import glob
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from loaderdoctor.analysis import samples, stats, stepstats, tables, transfer, tuning
@@ -71,6 +71,8 @@ class Ctx:
                          stack_method=self.opts.stack_method, **kw)
         res = run_stage(spec, self.run_dir, on_event=self.on_event, gpus=self.gpus,
                         warm=self.warm_start() if name != "baseline" else None)
+        if self._warm_suspect(res):
+            res = self._rerun_cold(spec, res)
         if name == "baseline":
             self.baseline_env = res.private_env
         self.session.stages.append(res.to_dict())
@@ -88,6 +90,34 @@ class Ctx:
             self.warm = warmstart.open_for(self.session, self.target.kind, self.opts, self.run_dir, self.baseline_env,
                                            meanwhile=_import_for_the_report)
         return self.warm
+
+    def _warm_suspect(self, res: StageResult) -> bool:
+        """A stage forked warm that hung or crashed where the baseline (always a fresh
+        interpreter) ran fine: the fork from the warm process may be what broke it. The
+        start-method experiments are left out: a different start method is their question."""
+        base = self.session.stage("baseline") or {}
+        return (res.warm and res.status in ("hang", "crash") and base.get("status") == "ok"
+                and not res.name.startswith("context-") and self.left() > 5)
+
+    def _rerun_cold(self, spec: StageSpec, warm_res: StageResult) -> StageResult:
+        """Run the stage again as a fresh interpreter; its result is the one that counts. The warm
+        attempt's files stay beside it (stages/<name>-warm); the warm process is closed, so the
+        stages after this one start cold too (notes.warm_start.cold_rerun says all of it)."""
+        stage_dir = os.path.join(self.run_dir, "stages", spec.name)
+        kept = stage_dir + "-warm"
+        try:
+            os.replace(stage_dir, kept)
+        except OSError:
+            kept = None
+        note = {"stage": spec.name, "warm_status": warm_res.status, "warm_detail": warm_res.detail,
+                "warm_seconds": warm_res.seconds, "warm_files": kept}
+        self.session.notes.setdefault("warm_start", {})["cold_rerun"] = note
+        self.close()
+        res = run_stage(replace(spec, max_seconds=self.left()), self.run_dir, on_event=self.on_event, gpus=self.gpus)
+        note["cold_status"] = res.status
+        said = f"re-run cold: forked from the warm process it {'hung' if warm_res.status == 'hang' else 'crashed'}"
+        res.detail = f"{res.detail}; {said} ({warm_res.detail})" if res.detail else said
+        return res
 
     def close(self) -> None:
         if self.warm is not None:

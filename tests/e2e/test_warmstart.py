@@ -136,3 +136,24 @@ def test_installed_packages_the_script_imports_are_imported_ahead_under_its_envi
         out = _stdout(tmp_path, st["name"])
         assert out.startswith("pkg set-by-script ahead local here set pkg-set-by-script"), (st["name"], out)
     assert "set-by-script" not in (tmp_path / "session.json").read_text()  # the value is never written
+
+
+def test_a_stage_that_hangs_only_when_forked_warm_is_run_again_cold(tmp_path):
+    """The baseline (cold) runs fine; loader-only, forked warm, hangs in the dataset. It is run
+    again as a fresh interpreter, whose result counts; later stages start cold; the warm
+    attempt's stacks stay beside it; nothing is left running."""
+    s = _probe(tmp_path, "hangs_when_forked_warm.py", "--stages", "baseline,loader-only,workers",
+               "--max-workers", "1", "--steps", "10", "--timeout", "3", "--first-batch-timeout", "3")
+    stages = {st["name"]: st for st in s["stages"]}
+    assert stages["baseline"]["status"] == "ok" and stages["baseline"]["warm"] is False
+    lo = stages["loader-only"]
+    assert lo["status"] == "ok" and lo["warm"] is False, (lo["status"], lo["detail"])
+    assert "re-run cold: forked from the warm process it hung" in lo["detail"], lo["detail"]
+    note = s["notes"]["warm_start"]["cold_rerun"]
+    assert note["stage"] == "loader-only" and note["warm_status"] == "hang" and note["cold_status"] == "ok"
+    assert list((tmp_path / "stages" / "loader-only-warm" / "stacks").glob("*")), "the warm attempt's stacks"
+    later = [st for n, st in stages.items() if n.startswith("workers-")]
+    assert later and all(st["status"] == "ok" and st["warm"] is False for st in later), later
+    r = json.loads((tmp_path / "report.json").read_text())
+    assert r["verdict"] != "hang" and "hang" not in {f["id"] for f in r["findings"]}
+    assert not run_processes_left()
