@@ -202,6 +202,17 @@ def test_too_few_workers_not_recommended_when_confirm_is_not_faster():
     r, f = findings(s)
     assert f["too-few-workers"]["severity"] == "info" and "did not speed up" in f["too-few-workers"]["title"]
     assert r["recommendation"]["num_workers"] == 0  # unchanged: the confirm run decides
+    # one story: the baseline waits on data 90% of the step, and its fix does not advise the
+    # workers the recommendation rejected, nor running a probe that already ran
+    fix = f["data-bound"]["fix"]
+    assert "not faster beyond the noise" in fix and "current settings stand" in fix, fix
+    assert "more workers" not in fix.lower() and "run the full probe" not in fix
+    assert "the step itself" not in f["too-few-workers"]["fix"]  # a cause that was not measured
+
+
+def test_data_bound_without_a_sweep_says_which_stages_measure_the_fix():
+    r, f = findings(session([stage("baseline", loader_event(nw=0) + steps(40, 0.09, 0.01))]))
+    assert f["data-bound"]["fix"].endswith("the probe's sweep and confirm stages measure which helps.")
 
 
 def test_too_many_workers():

@@ -44,13 +44,25 @@ def _data_bound_fix(r: dict) -> str:
     nw = loader.get("num_workers")
     if rec.get("status") == "confirmed":
         return f"Use the recommended settings ({rec.get('basis')}); then make the slowest transform cheaper."
+    c = r.get("confirm") or {}
+    if c.get("verdict") in ("within-noise", "slower") and c.get("speedup") is not None:
+        ci = c.get("speedup_ci")
+        span = f", 95% interval {ci[0]:.2f}-{ci[1]:.2f}x" if ci else ""
+        return (f"With {_code(c.get('settings') or {})} the real run was not faster beyond the noise "
+                f"({c['speedup']:.2f}x{span}), so the current settings stand: make each sample cheaper (see the "
+                "transforms and any slow read) or cache deterministic work.")
     sweep = r.get("sweep") or {}
     if sweep.get("choice") is not None and sweep.get("choice") == sweep.get("current"):
         return (f"More workers did not load faster in the sweep (num_workers={nw} is the best measured): make each "
                 "sample cheaper (see the transforms and any slow read), cache deterministic work, or set "
                 "persistent_workers=True if the loader is re-created each epoch.")
-    return ("Feed the step faster: more workers in the training DataLoader" + (f" (now {nw})" if nw is not None else "")
-            + ", persistent_workers=True, and a cheaper slowest transform; run the full probe to measure which helps.")
+    fix = ("Feed the step faster: more workers in the training DataLoader" + (f" (now {nw})" if nw is not None else "")
+           + ", persistent_workers=True, and a cheaper slowest transform")
+    if c.get("status") not in (None, "skipped") and c.get("speedup") is None:
+        return fix + f"; the confirm run did not complete ({c.get('status')}), so which of them helps is not measured."
+    if sweep.get("choice") is None:
+        return fix + "; the probe's sweep and confirm stages measure which helps."
+    return fix + "."
 
 
 def _confirm_text(r: dict) -> str:
@@ -97,9 +109,11 @@ def rule_workers(r: dict) -> list[Finding]:
     settings = (r.get("confirm") or {}).get("settings") or {"num_workers": choice}
     if choice > current and rn >= rc * (1 + THRESHOLDS["workers_gain"]):
         if confirmed is False:
+            slower = (r.get("confirm") or {}).get("verdict") == "slower"
             return [Finding("too-few-workers", "info", "More workers feed the loader faster, but training did not "
                             "speed up", ev + _confirm_text(r),
-                            "Keep the current num_workers: the step itself, not the loader, limits the real run.")]
+                            "Keep the current num_workers: the real run with more was "
+                            + ("slower." if slower else "not faster beyond the noise."))]
         frac = (r.get("baseline") or {}).get("data_wait_fraction")
         share = min(frac, 1 - rc / rn) if frac is not None else None
         return [Finding("too-few-workers", "warning",
