@@ -34,6 +34,7 @@ def test_copy_on_read_grows_the_workers_memory(tmp_path):
     assert fit["slope_mb_s"] > 5 and r["data"]["memory"]["readings"] >= 3  # workers that live ~1 s, read
 
 
+@pytest.mark.shares_machine
 def test_numpy_backed_dataset_does_not_grow(tmp_path):
     r, f = _probe(tmp_path, "copy_on_read.py", "baseline", 400, "--numpy")
     assert "worker-memory-growth" not in f
@@ -41,6 +42,7 @@ def test_numpy_backed_dataset_does_not_grow(tmp_path):
     assert fit is None or fit["slope_mb_s"] < 4
 
 
+@pytest.mark.shares_machine
 def test_unsharded_iterable_yields_duplicates(tmp_path):
     r, f = _probe(tmp_path, "iterable_unsharded.py", "baseline", 30)
     d = f["iterable-duplicates"]
@@ -52,6 +54,7 @@ def test_sharded_iterable_has_no_duplicates(tmp_path):
     assert "iterable-duplicates" not in f and "idle-workers" not in f
 
 
+@pytest.mark.shares_machine
 def test_one_shard_for_four_workers_leaves_three_idle(tmp_path):
     _, f = _probe(tmp_path, "iterable_one_shard.py", "baseline", 30)
     i = f["idle-workers"]

@@ -103,12 +103,14 @@ def test_worker_startup_each_epoch_recommends_persistent_workers(tmp_path):
     assert r["recommendation"]["measured_speedup"] >= 1.5, r["confirm"]
 
 
+@pytest.mark.shares_machine
 def test_pipeline_not_found_is_reported_with_the_reason(tmp_path):
     r = probe(tmp_path, "slow_getitem.py", "--steps", "10", "--stages", "baseline,transforms")
     assert r["transforms"] == []
     assert r["pipeline"]["found"] is False and "no transform pipeline" in r["pipeline"]["reason"]
 
 
+@pytest.mark.shares_machine
 def test_budget_bounds_the_probe_and_says_what_was_skipped(tmp_path):
     t = time.monotonic()
     r = probe(tmp_path, "io_bound.py", "--steps", "10", "--budget", "25", "--stages",

@@ -44,6 +44,7 @@ def test_short_epochs_are_measured_whole(tmp_path):
     assert rates[8] / rates[4] < 3.0, rates  # 50 items x 0.1 s over 4 vs 8 workers, start-up included
 
 
+@pytest.mark.shares_machine
 def test_after_a_baseline_hang_experiments_stuck_in_the_same_frame_end_early(tmp_path):
     """A lock held at fork: the baseline waits out its first-batch timeout (2 x 8 s); each
     experiment stuck in the same frame is called a hang within seconds, not after another 16 s."""
