@@ -136,6 +136,14 @@ def _machine(item):
                 fcntl.flock(turn, fcntl.LOCK_UN)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under -n: the tests that share the machine first, the alone ones after, each in its
+    collection order. Every switch between the two costs a wait (an alone test waits for the
+    other worker's test to end), so they are not interleaved."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=lambda item: not _shares_machine(item))  # stable
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     # around setup, call and teardown: a module fixture that runs a probe is inside it too

@@ -34,7 +34,6 @@ def test_copy_on_read_grows_the_workers_memory(tmp_path):
     assert fit["slope_mb_s"] > 5 and r["data"]["memory"]["readings"] >= 3  # workers that live ~1 s, read
 
 
-@pytest.mark.shares_machine
 def test_numpy_backed_dataset_does_not_grow(tmp_path):
     r, f = _probe(tmp_path, "copy_on_read.py", "baseline", 400, "--numpy")
     assert "worker-memory-growth" not in f
