@@ -130,7 +130,8 @@ def test_installed_packages_the_script_imports_are_imported_ahead_under_its_envi
     assert pk["names"] == ["ldwarmpkg"] and "ldwarmlocal" in pk["stopped"]
     assert _stdout(tmp_path, "baseline").startswith("pkg set-by-script here local here set pkg-set-by-script")
     # the variable the package set when imported is set in each warm stage too (its import there is a no-op)
-    assert notes["env_set_by_imports"] == ["LD_WARM_SET_BY_PKG"]
+    # (torch._dynamo's import sets TORCHINDUCTOR_CACHE_DIR unless the environment has it, cold too)
+    assert set(notes["env_set_by_imports"]) - {"TORCHINDUCTOR_CACHE_DIR"} == {"LD_WARM_SET_BY_PKG"}, notes
     for st in s["stages"][1:]:
         assert st["warm"] is True, st["name"]
         out = _stdout(tmp_path, st["name"])
