@@ -8,7 +8,7 @@ def main():
     feats = torch.randn(8192, 256)
     labels = torch.randint(0, 10, (8192,))
     loader = DataLoader(TensorDataset(feats, labels), batch_size=128, shuffle=True)
-    model = nn.Sequential(nn.Linear(256, 2048), nn.GELU(), nn.Linear(2048, 2048), nn.GELU(), nn.Linear(2048, 10))
+    model = nn.Sequential(nn.Linear(256, 3072), nn.GELU(), nn.Linear(3072, 3072), nn.GELU(), nn.Linear(3072, 10))
     opt = torch.optim.AdamW(model.parameters())
     for epoch in range(20):
         for x, y in loader:
