@@ -87,8 +87,7 @@ LOCK_WAIT = 1800  # longer than any test; reaching it means a worker died holdin
 def _shares_machine(item) -> bool:
     if item.get_closest_marker("alone") is not None:
         return False
-    return item.get_closest_marker("shares_machine") is not None or \
-        os.sep + "unit" + os.sep in str(item.fspath)
+    return item.get_closest_marker("shares_machine") is not None or "unit" in item.path.parts
 
 
 def _take(f, how: int, what: str) -> None:
